@@ -1,0 +1,111 @@
+"""What every DenseKit backbone shares: output selection, frozen stages,
+gradient checkpointing and ``init_cfg=dict(type='Pretrained', ...)`` loading.
+
+Written once here so that each family file holds only its architecture and its
+checkpoint converter (the plumbing mmseg repeats in every backbone).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from mmengine.logging import print_log
+from mmengine.model import BaseModule
+from torch import nn
+
+from densekit.checkpoint import LoadReport, load_pretrained, load_state
+
+
+class PyramidBackbone(BaseModule):
+    """Base class of backbones that return a tuple of NCHW maps.
+
+    Subclasses set ``self.num_levels``, ``self.level_channels`` and
+    ``self.level_strides`` (one entry per level, e.g. strides 4/8/16/32), and
+    implement :meth:`frozen_modules` and :meth:`checkpoint_filter`.
+
+    Args:
+        out_indices: levels returned by ``forward``.
+        frozen_stages: levels ``0..frozen_stages`` (and the stem) are kept in
+            eval mode without gradients; -1 freezes nothing.
+        with_cp: gradient checkpointing of blocks in training (less memory,
+            one more forward).
+    """
+
+    def __init__(self, out_indices: Sequence[int], frozen_stages: int = -1,
+                 with_cp: bool = False, init_cfg: dict | None = None):
+        super().__init__(init_cfg=init_cfg)
+        self.out_indices = tuple(out_indices)
+        self.frozen_stages = frozen_stages
+        self.with_cp = with_cp
+
+    def _check_levels(self) -> None:
+        bad = [i for i in self.out_indices if not 0 <= i < self.num_levels]
+        if bad or not self.out_indices:
+            raise ValueError(f'{type(self).__name__}: out_indices {self.out_indices} must be a '
+                             f'non-empty subset of 0..{self.num_levels - 1}')
+        if not -1 <= self.frozen_stages < self.num_levels:
+            raise ValueError(f'{type(self).__name__}: frozen_stages={self.frozen_stages} '
+                             f'must be in -1..{self.num_levels - 1}')
+
+    @property
+    def out_channels(self) -> tuple[int, ...]:
+        """Channels of each returned map, in ``out_indices`` order."""
+        return tuple(self.level_channels[i] for i in self.out_indices)
+
+    @property
+    def out_strides(self) -> tuple[int, ...]:
+        """Stride of each returned map w.r.t. the input, in ``out_indices`` order."""
+        return tuple(self.level_strides[i] for i in self.out_indices)
+
+    # -- frozen stages -------------------------------------------------------
+    def frozen_modules(self, upto: int) -> list[nn.Module]:
+        """Modules to freeze when ``frozen_stages == upto`` (stem included)."""
+        raise NotImplementedError
+
+    def _freeze(self) -> None:
+        if self.frozen_stages < 0:
+            return
+        for module in self.frozen_modules(self.frozen_stages):
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze()  # frozen parts stay in eval mode (norm statistics, dropout)
+        return self
+
+    def run_block(self, block: nn.Module, *args):
+        """Run ``block``, through activation checkpointing when enabled."""
+        if self.with_cp and self.training and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
+
+    # -- weights -------------------------------------------------------------
+    @staticmethod
+    def checkpoint_filter(state_dict: dict, model: nn.Module) -> dict:
+        """Map a release checkpoint (official, timm, mmseg, ours) to this
+        model's keys; classifier-only keys map to ``None``."""
+        raise NotImplementedError
+
+    def reset_parameters(self) -> None:
+        """The family's default (random) initialisation."""
+
+    def init_weights(self) -> None:
+        cfg = self.init_cfg
+        if isinstance(cfg, dict) and cfg.get('type') == 'Pretrained':
+            report = self.load_pretrained(cfg['checkpoint'], prefix=cfg.get('prefix'))
+            print_log(f'{type(self).__name__}: {report}', logger='current')
+        else:
+            self.reset_parameters()
+            super().init_weights()
+        self._is_init = True
+        self._freeze()
+
+    def load_pretrained(self, path: str, prefix: str | None = None, strict: bool = False) -> LoadReport:
+        """Load ``path`` in any supported layout; see :func:`densekit.checkpoint.load_pretrained`."""
+        return load_pretrained(self, path, self.checkpoint_filter, prefix=prefix, strict=strict)
+
+    def load_pretrained_state(self, state_dict: dict, strict: bool = False) -> LoadReport:
+        """Like :meth:`load_pretrained`, from a state dict in memory."""
+        return load_state(self, state_dict, self.checkpoint_filter, strict=strict)

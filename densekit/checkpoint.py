@@ -1,0 +1,132 @@
+"""Checkpoint loading that never runs code from the file.
+
+torch >= 2.6 unpickles with ``weights_only=True``: only tensors, containers and
+allow-listed types. mmengine 0.10.7 writes training state that this refuses
+(``HistoryBuffer``, numpy arrays, dtypes and scalars in the message hub), so
+``--resume`` fails on its own checkpoints. Rather than turning the safety off,
+:func:`allow_mmengine_checkpoints` allow-lists exactly those types.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def _numpy_safe_globals() -> list:
+    # numpy arrays pickle through _reconstruct + ndarray + a dtype object whose
+    # class is numpy.dtypes.<Kind>DType; scalars through multiarray.scalar.
+    from numpy._core.multiarray import _reconstruct, scalar
+    dtype_classes = [type(np.dtype(t)) for t in (
+        np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16,
+        np.uint32, np.uint64, np.float16, np.float32, np.float64, np.str_)]
+    return [_reconstruct, scalar, np.ndarray, np.dtype, *dtype_classes]
+
+
+def allow_mmengine_checkpoints() -> None:
+    """Allow-list the non-tensor types that mmengine training checkpoints hold."""
+    from mmengine.logging import HistoryBuffer
+    torch.serialization.add_safe_globals([HistoryBuffer, *_numpy_safe_globals()])
+
+
+TRUST_ENV = 'DENSEKIT_TRUST_CHECKPOINTS'
+
+
+def load_file(path: str | os.PathLike) -> dict:
+    """Load a ``.pth``/``.pt`` (weights-only unpickling) or ``.safetensors`` file.
+
+    A pickle that needs arbitrary code is refused with the type it asks for;
+    set ``DENSEKIT_TRUST_CHECKPOINTS=1`` to load such a file you trust.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'checkpoint not found: {path}')
+    if path.suffix == '.safetensors':
+        from safetensors.torch import load_file as load_safetensors
+        return load_safetensors(str(path), device='cpu')
+    trusted = os.environ.get(TRUST_ENV) == '1'
+    try:
+        return torch.load(path, map_location='cpu', weights_only=not trusted)
+    except pickle.UnpicklingError as err:
+        raise pickle.UnpicklingError(
+            f'{path}: refused to unpickle: it holds objects beyond tensors and '
+            f'plain containers ({str(err).splitlines()[0]}). Loading it would run '
+            f'code from the file. If you trust its origin, set {TRUST_ENV}=1.') from err
+    except (RuntimeError, EOFError, ValueError) as err:  # truncated or not a checkpoint
+        raise RuntimeError(f'{path}: not a readable checkpoint ({err})') from err
+
+
+def extract_state_dict(obj: dict, prefix: str | None = None) -> dict[str, torch.Tensor]:
+    """The weights inside a release file: unwraps ``state_dict``/``model``,
+    strips DDP's ``module.``, and keeps only ``prefix`` keys (prefix removed)
+    when given, e.g. ``'backbone.'`` for a whole mmseg/mmdet model."""
+    for wrapper in ('state_dict', 'model'):
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+    state = {k.removeprefix('module.'): v for k, v in obj.items() if torch.is_tensor(v)}
+    if prefix:
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return state
+
+
+@dataclass
+class LoadReport:
+    """What a pretrained load matched, and what it could not place."""
+    path: str
+    loaded: int
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f'loaded {self.loaded} tensors from {self.path}']
+        for name, keys in (('missing in checkpoint', self.missing),
+                           ('unexpected in checkpoint', self.unexpected),
+                           ('ignored (not part of the backbone)', self.ignored)):
+            if keys:
+                shown = ', '.join(keys[:20]) + (f' ... (+{len(keys) - 20})' if len(keys) > 20 else '')
+                lines.append(f'{name} ({len(keys)}): {shown}')
+        return '\n'.join(lines)
+
+
+def load_pretrained(model: nn.Module, path: str | os.PathLike,
+                    convert: Callable[[dict, nn.Module], dict],
+                    prefix: str | None = None, strict: bool = False) -> LoadReport:
+    """Load the checkpoint file ``path`` into ``model``; see :func:`load_state`."""
+    state = extract_state_dict(load_file(path), prefix)
+    if not state:
+        raise ValueError(f'{path}: no weights found' + (f" under prefix '{prefix}'" if prefix else ''))
+    return load_state(model, state, convert, str(path), strict)
+
+
+def load_state(model: nn.Module, state: dict, convert: Callable[[dict, nn.Module], dict],
+               source: str = 'state dict', strict: bool = False) -> LoadReport:
+    """Load ``state`` into ``model`` after ``convert`` maps it to the model's layout.
+
+    ``convert(state_dict, model)`` returns the converted dict, with ``None``
+    for keys that are deliberately not used (e.g. a classifier). Keys whose
+    shapes cannot fit raise a ``ValueError`` naming ``source`` and every such
+    key, before anything is loaded.
+    """
+    converted = convert(state, model)
+    ignored = sorted(k for k, v in converted.items() if v is None)
+    converted = {k: v for k, v in converted.items() if v is not None}
+    own = model.state_dict()
+    bad = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
+           for k, v in converted.items() if k in own and v.shape != own[k].shape]
+    if bad:
+        raise ValueError(f'{source} does not fit {type(model).__name__}: shape mismatch in '
+                         f'{len(bad)} tensor(s):\n  ' + '\n  '.join(bad[:10])
+                         + (f'\n  ... and {len(bad) - 10} more' if len(bad) > 10 else ''))
+    result = model.load_state_dict(converted, strict=False)
+    report = LoadReport(source, len(converted) - len(result.unexpected_keys),
+                        list(result.missing_keys), list(result.unexpected_keys), ignored)
+    if strict and (report.missing or report.unexpected):
+        raise ValueError(f'{source} does not fit {type(model).__name__}:\n{report}')
+    return report

@@ -1,0 +1,83 @@
+"""mmseg datasets with errors that name the file, folder or value at fault.
+
+A wrong path or a bad file should cost seconds, not a day of GPU time with a
+stack trace from deep inside a worker: missing data roots say where the data
+is expected and how to get it, unreadable images and annotations name the file,
+and labels outside the class range name the file and the values.
+"""
+from __future__ import annotations
+
+import os.path as osp
+
+import numpy as np
+from mmseg.datasets import ADE20KDataset as MMSegADE20KDataset
+
+from .registry import DATASETS
+
+ADE20K_HELP = (
+    'ADE20K (SceneParsing, ADEChallengeData2016) is not included. Download '
+    'ADEChallengeData2016.zip from the MIT Scene Parsing Benchmark '
+    '(sceneparsing.csail.mit.edu) and unzip it so that {root}/images/training and '
+    '{root}/annotations/training exist, or point the config elsewhere with '
+    '--cfg-options data_root=PATH. To try the toolbox without it: `make demo`.')
+
+
+class DatasetError(RuntimeError):
+    """A sample or split that cannot be used, with the file(s) at fault."""
+
+
+class CheckedSegDatasetMixin:
+    """Adds up-front and per-sample checks to an mmseg dataset class."""
+
+    help_text = ('expected {root}/{img} and {root}/{seg}; '
+                 'set data_root / data_prefix in the config.')
+
+    def __init__(self, *args, **kwargs):
+        root = kwargs.get('data_root') or ''
+        prefix = kwargs.get('data_prefix', {})
+        folders = [osp.join(root, prefix.get(k, '')) for k in ('img_path', 'seg_map_path')]
+        missing = [f for f in folders if not osp.isdir(f)]
+        if missing:
+            raise FileNotFoundError(
+                f"{type(self).__name__}: data folder(s) not found: {', '.join(missing)}. "
+                + self.help_text.format(root=root or '.', img=prefix.get('img_path', ''),
+                                        seg=prefix.get('seg_map_path', '')))
+        super().__init__(*args, **kwargs)
+        if not kwargs.get('lazy_init') and len(self) == 0:
+            raise DatasetError(f'{type(self).__name__}: no images ending in {self.img_suffix} '
+                               f'under {folders[0]}')
+
+    def prepare_data(self, idx):
+        info = self.get_data_info(idx)
+        files = ', '.join(str(info[k]) for k in ('img_path', 'seg_map_path') if info.get(k))
+        try:
+            results = super().prepare_data(idx)
+        except Exception as err:  # re-raised with the sample's files named
+            raise DatasetError(f'cannot load sample {idx} ({files}): '
+                               f'{type(err).__name__}: {err}') from err
+        if results is not None:
+            self._check_labels(results, info)
+        return results
+
+    def _check_labels(self, results: dict, info: dict) -> None:
+        sample = results.get('data_samples')
+        seg = getattr(sample, 'gt_sem_seg', None)
+        if seg is None:
+            return
+        values = np.unique(seg.data.numpy())
+        num_classes = len(self.metainfo['classes'])
+        bad = values[(values >= num_classes) & (values != self.ignore_index)]
+        if bad.size:
+            # report the values as stored in the file
+            shift = 1 if self.reduce_zero_label else 0
+            raise DatasetError(
+                f"{info['seg_map_path']}: label value(s) {(bad + shift).tolist()} out of range: "
+                f'{num_classes} classes (file values {shift}..{num_classes - 1 + shift}'
+                + (', 0 = ignored' if shift else '') + f', {self.ignore_index} = ignored)')
+
+
+@DATASETS.register_module()
+class ADE20KDataset(CheckedSegDatasetMixin, MMSegADE20KDataset):
+    """mmseg's ADE20K (150 classes, label 0 ignored) with checked inputs."""
+
+    help_text = ADE20K_HELP

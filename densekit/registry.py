@@ -1,0 +1,23 @@
+"""DenseKit's registries: children of mmengine's root registries, scope ``densekit``.
+
+One mechanism serves every toolbox. mmseg, mmdet and mmpretrain registries are
+all children of mmengine's roots, so from any of their scopes a config names
+our modules as ``type='densekit.SwinTransformer'``: mmengine imports
+``densekit.registry`` on seeing the scope, finds these registries in the tree,
+and ``locations`` imports the modules that register into them. The scope
+prefix also keeps our names apart from the toolboxes' own (mmseg, mmdet and
+mmpretrain each register a ``SwinTransformer``).
+"""
+from mmengine.registry import DATASETS as MMENGINE_DATASETS
+from mmengine.registry import MODELS as MMENGINE_MODELS
+from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
+from mmengine.registry import Registry
+
+SCOPE = 'densekit'
+
+MODELS = Registry('model', parent=MMENGINE_MODELS, scope=SCOPE,
+                  locations=['backbones', 'necks', 'heads'])
+DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, scope=SCOPE,
+                    locations=['densekit.datasets'])
+TRANSFORMS = Registry('transform', parent=MMENGINE_TRANSFORMS, scope=SCOPE,
+                      locations=['densekit.datasets'])

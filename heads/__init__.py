@@ -1,0 +1,1 @@
+"""Heads the toolboxes lack (none yet: UPerHead, FCNHead come from mmseg)."""

@@ -1,0 +1,1 @@
+"""DenseKit's own necks (FPN, UPerHead's PPM etc. come from mmseg/mmdet)."""

@@ -1,0 +1,31 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_SEG = ROOT / 'tests' / 'data' / 'tiny_upernet_swin.py'
+
+# tests import the packages from the checkout, tools included
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault('OMP_NUM_THREADS', '2')
+
+
+@pytest.fixture(scope='session')
+def synthetic_ade(tmp_path_factory) -> Path:
+    """A tiny synthetic dataset in ADE20K's layout (8 train, 4 val, 64x64)."""
+    from densekit.synthetic import generate_ade_like
+    root = tmp_path_factory.mktemp('ade') / 'synthetic_ade'
+    generate_ade_like(root, num_train=8, num_val=4, size=(64, 64), seed=0)
+    return root
+
+
+def run_tool(tool: str, *args: str, check: bool = True, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run tools/<tool>.py in a fresh interpreter, as a user would."""
+    proc = subprocess.run([sys.executable, str(ROOT / 'tools' / f'{tool}.py'), *args],
+                          cwd=cwd, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f'{tool} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}')
+    return proc

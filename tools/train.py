@@ -1,0 +1,50 @@
+#!/usr/bin/env python
+"""Train a segmentation, detection or classification model from a config.
+
+    python tools/train.py configs/upernet_swin_ade20k.py [--work-dir DIR] [--resume] [--amp]
+
+The toolbox (mmseg, mmdet, mmpretrain) is chosen by the config's default_scope.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import densekit  # noqa: E402,F401  (registries, weights-only resume)
+from densekit.cli import add_common_args, parse, user_errors, work_dir_for  # noqa: E402
+from densekit.config import load_config, task_of  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser)
+    parser.add_argument('--resume', nargs='?', const='auto', default=None, metavar='CHECKPOINT',
+                        help='resume from CHECKPOINT, or from the last checkpoint in the work dir')
+    parser.add_argument('--amp', action='store_true', help='automatic mixed precision (CUDA)')
+    args = parse(parser, argv)
+    with user_errors('train'):
+        cfg = load_config(args.config, args.cfg_options)
+        task_of(cfg)  # fail early on a config without a toolbox scope
+        cfg.launcher = args.launcher
+        cfg.work_dir = args.work_dir or cfg.get('work_dir') or work_dir_for(args.config)
+        if args.amp:
+            import torch
+            if not torch.cuda.is_available():
+                raise ValueError('--amp needs a CUDA device (mmengine\'s AmpOptimWrapper); '
+                                 'none is available here')
+            if cfg.optim_wrapper.get('type', 'OptimWrapper') != 'AmpOptimWrapper':
+                cfg.optim_wrapper.type = 'AmpOptimWrapper'
+                cfg.optim_wrapper.loss_scale = 'dynamic'
+        if args.resume == 'auto':
+            cfg.resume = True
+        elif args.resume:
+            cfg.resume, cfg.load_from = True, args.resume
+
+        from mmengine.runner import Runner
+        runner = Runner.from_cfg(cfg)
+        runner.train()
+
+
+if __name__ == '__main__':
+    main()
