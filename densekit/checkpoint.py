@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -29,16 +30,35 @@ def _numpy_safe_globals() -> list:
     return [_reconstruct, scalar, np.ndarray, np.dtype, *dtype_classes]
 
 
+def _rebuild_history_buffer(buffer):
+    # By default a HistoryBuffer pickles its statistics methods as
+    # getattr(HistoryBuffer, 'mean'): allowing builtins.getattr would open the
+    # weights-only unpickler far wider than these types. Pickled as a
+    # constructor call on its arrays, it needs only the class itself.
+    return type(buffer), (buffer._log_history, buffer._count_history, buffer.max_length)
+
+
 def allow_mmengine_checkpoints() -> None:
-    """Allow-list the non-tensor types that mmengine training checkpoints hold."""
+    """Make mmengine's training checkpoints load with ``weights_only=True``.
+
+    Allow-lists exactly the non-tensor types they hold (``HistoryBuffer``,
+    numpy arrays, dtypes and scalars), pickles ``HistoryBuffer`` so that it
+    needs nothing more, and routes mmengine's local checkpoint loading
+    (``--resume``, ``load_from``) through :func:`load_file`.
+    """
+    import copyreg
+
     from mmengine.logging import HistoryBuffer
+    from mmengine.runner.checkpoint import CheckpointLoader
     torch.serialization.add_safe_globals([HistoryBuffer, *_numpy_safe_globals()])
+    copyreg.pickle(HistoryBuffer, _rebuild_history_buffer)
+    CheckpointLoader.register_scheme(prefixes='', loader=lambda f, map_location=None: load_file(f, map_location), force=True)
 
 
 TRUST_ENV = 'DENSEKIT_TRUST_CHECKPOINTS'
 
 
-def load_file(path: str | os.PathLike) -> dict:
+def load_file(path: str | os.PathLike, map_location='cpu') -> dict:
     """Load a ``.pth``/``.pt`` (weights-only unpickling) or ``.safetensors`` file.
 
     A pickle that needs arbitrary code is refused with the type it asks for;
@@ -52,12 +72,15 @@ def load_file(path: str | os.PathLike) -> dict:
         return load_safetensors(str(path), device='cpu')
     trusted = os.environ.get(TRUST_ENV) == '1'
     try:
-        return torch.load(path, map_location='cpu', weights_only=not trusted)
+        return torch.load(path, map_location=map_location, weights_only=not trusted)
     except pickle.UnpicklingError as err:
+        found = re.search(r'Unsupported global: GLOBAL (\S+)|Trying to call reduce for unrecognized function \S+',
+                          str(err))
+        what = found[1] or found[0] if found else str(err).splitlines()[0]
         raise pickle.UnpicklingError(
-            f'{path}: refused to unpickle: it holds objects beyond tensors and '
-            f'plain containers ({str(err).splitlines()[0]}). Loading it would run '
-            f'code from the file. If you trust its origin, set {TRUST_ENV}=1.') from err
+            f'{path}: refused to unpickle {what}: the file holds objects beyond tensors '
+            f'and the types DenseKit allow-lists, and loading it would run code from it. '
+            f'If you trust its origin, set {TRUST_ENV}=1.') from err
     except (RuntimeError, EOFError, ValueError) as err:  # truncated or not a checkpoint
         raise RuntimeError(f'{path}: not a readable checkpoint ({err})') from err
 

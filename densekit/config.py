@@ -39,9 +39,10 @@ def check_options(cfg: Config, options: dict) -> None:
     accepted when its parent exists and either the key exists or nothing in the
     parent looks like it (then it is a deliberate new entry, e.g. an init_cfg).
     """
+    root = cfg._cfg_dict if isinstance(cfg, Config) else cfg
     for key in options:
         parts = key.split('.')
-        parent, missing = _lookup(cfg, parts[:-1])
+        parent, missing = _lookup(root, parts[:-1])
         where = '.'.join(parts[:parts.index(missing)]) if missing else '.'.join(parts[:-1])
         if missing is not None:
             choices = list(parent) if isinstance(parent, dict) else []

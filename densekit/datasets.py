@@ -13,6 +13,7 @@ import numpy as np
 from mmseg.datasets import ADE20KDataset as MMSegADE20KDataset
 
 from .registry import DATASETS
+from .synthetic import CLASSES, PALETTE
 
 ADE20K_HELP = (
     'ADE20K (SceneParsing, ADEChallengeData2016) is not included. Download '
@@ -81,3 +82,13 @@ class ADE20KDataset(CheckedSegDatasetMixin, MMSegADE20KDataset):
     """mmseg's ADE20K (150 classes, label 0 ignored) with checked inputs."""
 
     help_text = ADE20K_HELP
+
+
+@DATASETS.register_module()
+class SyntheticADEDataset(CheckedSegDatasetMixin, MMSegADE20KDataset):
+    """The demo data of :mod:`densekit.synthetic`: ADE20K's layout and label
+    convention (0 ignored) with its own classes."""
+
+    METAINFO = dict(classes=CLASSES, palette=PALETTE)
+    help_text = ('expected {root}/{img} and {root}/{seg}: generate the data with '
+                 '`python -m densekit.synthetic --out {root}` (or `make demo`).')

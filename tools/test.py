@@ -45,8 +45,9 @@ def main(argv=None):
             runner.load_checkpoint(args.checkpoint, map_location='cpu', strict=True)
         except RuntimeError as err:
             raise ValueError(f'{args.checkpoint} does not fit the model of {args.config}:\n{err}') from err
-        metrics = runner.test()
-        print('\n'.join(f'{k}: {v}' for k, v in metrics.items()))
+        # numpy scalars -> Python numbers, so they print plainly and dump as JSON
+        metrics = {k: v.item() if hasattr(v, 'item') else v for k, v in runner.test().items()}
+        print('\n'.join(f'{k}: {v:.2f}' if isinstance(v, float) else f'{k}: {v}' for k, v in metrics.items()))
         if args.out:
             with open(args.out, 'w') as f:
                 json.dump(metrics, f, indent=2)

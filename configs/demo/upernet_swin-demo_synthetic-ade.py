@@ -5,19 +5,16 @@
 # a narrower Swin, 128x128 crops, no pretrained weights, a short schedule.
 _base_ = ['../upernet_swin_ade20k.py']
 
+dataset_type = 'densekit.SyntheticADEDataset'  # ADE20K layout, classes of densekit.synthetic
 data_root = 'data/synthetic_ade'
 crop_size = (128, 128)
-# densekit.synthetic.CLASSES / PALETTE
-metainfo = dict(
-    classes=('background', 'circle', 'rectangle', 'triangle', 'ellipse-ring', 'cross', 'star'),
-    palette=[[120, 120, 120], [255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0],
-             [255, 0, 255], [0, 255, 255]])
-num_classes = 7
+num_classes = 7  # background + 6 shapes
 
 model = dict(
     data_preprocessor=dict(size=crop_size),
     backbone=dict(
-        arch=dict(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8)),
+        # a custom size replaces the base's arch='tiny' (_delete_: a dict cannot merge into a str)
+        arch=dict(_delete_=True, embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8)),
         window_size=4,
         drop_path_rate=0.1,
         init_cfg=None),
@@ -43,11 +40,11 @@ test_pipeline = [
 train_dataloader = dict(
     batch_size=8,
     num_workers=1,
-    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=train_pipeline))
+    dataset=dict(type=dataset_type, data_root=data_root, pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=8,
     num_workers=1,
-    dataset=dict(data_root=data_root, metainfo=metainfo, pipeline=test_pipeline))
+    dataset=dict(type=dataset_type, data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
 max_iters = 800

@@ -101,7 +101,8 @@ def test_matches_mmseg_swin_from_mmseg_checkpoint(tmp_path):
     from mmseg.models.backbones import SwinTransformer as MMSegSwin
     torch.manual_seed(0)
     ref = MMSegSwin(embed_dims=32, depths=(2, 2, 2, 2), num_heads=(1, 2, 4, 8), window_size=7,
-                    drop_path_rate=0.).eval()
+                    drop_path_rate=0.)
+    ref.eval()  # mmseg's train() override returns None: no chaining
     for p in ref.parameters():  # non-trivial norms and biases everywhere
         p.data.normal_(0, 0.2)
     path = tmp_path / 'upernet_swin_mmseg.pth'

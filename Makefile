@@ -1,0 +1,17 @@
+# DenseKit: `make demo` runs the main job on the embedded data, `make test` the
+# test suite. Both first set up .venv/ (tools/setup_env.sh; a no-op when done).
+PY := .venv/bin/python
+
+.PHONY: setup demo test clean-demo
+
+setup:
+	@bash tools/setup_env.sh
+
+demo: setup
+	$(PY) tools/demo.py
+
+test: setup
+	$(PY) -m pytest
+
+clean-demo:
+	rm -rf work_dirs/demo data/synthetic_ade
