@@ -1,4 +1,11 @@
 """Pyramid backbones, registered in the ``densekit`` scope (``type='densekit.<Name>'``)."""
+from .coatnet import CoAtNet
+from .convmixer import ConvMixer
+from .levit import LeViT
+from .mae import LayerDecayOptimWrapperConstructor, MAEViT
 from .swin import SwinTransformer
+from .vit import VisionTransformer
+from .vitae import ViTAE
 
-__all__ = ['SwinTransformer']
+__all__ = ['CoAtNet', 'ConvMixer', 'LayerDecayOptimWrapperConstructor', 'LeViT', 'MAEViT',
+           'SwinTransformer', 'VisionTransformer', 'ViTAE']

@@ -62,6 +62,16 @@ class PyramidBackbone(BaseModule):
         """Modules to freeze when ``frozen_stages == upto`` (stem included)."""
         raise NotImplementedError
 
+    def stem_and_stages(self, stem: nn.Module, stages: Sequence[nn.Module], upto: int) -> list[nn.Module]:
+        """The usual frozen set: the stem, stages ``0..upto-1`` and their
+        output norms (``norm{i}``, where present)."""
+        mods = [stem]
+        for i in range(upto):
+            mods.append(stages[i])
+            if hasattr(self, f'norm{i}'):
+                mods.append(getattr(self, f'norm{i}'))
+        return mods
+
     def _freeze(self) -> None:
         if self.frozen_stages < 0:
             return

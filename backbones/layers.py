@@ -5,6 +5,7 @@ from typing import Sequence
 
 import torch
 from timm.layers import PatchEmbed as TimmPatchEmbed
+from timm.layers import trunc_normal_
 from torch import nn
 
 
@@ -25,3 +26,16 @@ def drop_path_rates(rate: float, depths: Sequence[int]) -> list[list[float]]:
         out.append(rates[start:start + d])
         start += d
     return out
+
+
+def init_transformer_weights(module: nn.Module) -> None:
+    """The ViT/Swin initialisation (timm, official releases): truncated-normal
+    (std .02) linear weights, zero biases, unit LayerNorms."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            trunc_normal_(m.weight, std=.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

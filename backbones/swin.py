@@ -23,7 +23,7 @@ from torch import nn
 
 from densekit.registry import MODELS
 from .base import PyramidBackbone
-from .layers import drop_path_rates, patch_embed
+from .layers import drop_path_rates, init_transformer_weights, patch_embed
 
 # -- windows -------------------------------------------------------------------
 
@@ -204,24 +204,13 @@ class SwinTransformer(PyramidBackbone):
             self.add_module(f'norm{i}', nn.LayerNorm(self.level_channels[i]))
 
     def reset_parameters(self) -> None:
+        init_transformer_weights(self)
         for m in self.modules():
-            if isinstance(m, nn.Linear):
-                trunc_normal_(m.weight, std=.02)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, WindowAttention):
+            if isinstance(m, WindowAttention):
                 trunc_normal_(m.relative_position_bias_table, std=.02)
 
     def frozen_modules(self, upto: int) -> list[nn.Module]:
-        mods = [self.patch_embed]
-        for i in range(upto):
-            mods.append(self.stages[i])
-            if hasattr(self, f'norm{i}'):
-                mods.append(getattr(self, f'norm{i}'))
-        return mods
+        return self.stem_and_stages(self.patch_embed, self.stages, upto)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """x: (B, 3, H, W), any H, W. Returns one (B, C_i, ceil(H/s_i), ceil(W/s_i))

@@ -1,1 +1,4 @@
-"""DenseKit's own necks (FPN, UPerHead's PPM etc. come from mmseg/mmdet)."""
+"""DenseKit's own necks; FPN and UPerHead come from mmseg/mmdet."""
+from .pyramid_adapter import SimpleFeaturePyramid
+
+__all__ = ['SimpleFeaturePyramid']

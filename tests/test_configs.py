@@ -20,10 +20,11 @@ def test_config_builds_model(path):
     from mmengine.registry import MODELS
     cfg.model.backbone.init_cfg = None  # no pretrained files in CI
     model = MODELS.build(cfg.model)
-    backbone = model.backbone
     assert task == 'segmentation'
-    assert list(cfg.model.decode_head.in_channels) == list(backbone.out_channels)
-    assert backbone.out_strides == (4, 8, 16, 32)
+    # isotropic backbones get their pyramid from the adapter neck
+    pyramid = model.neck if model.with_neck else model.backbone
+    assert list(cfg.model.decode_head.in_channels) == list(pyramid.out_channels)
+    assert tuple(pyramid.out_strides) == (4, 8, 16, 32)
 
 
 def test_swin_variants_follow_the_paper():

@@ -1,0 +1,205 @@
+"""Vision Transformer (Dosovitskiy et al., ICLR 2021) as an isotropic backbone.
+
+A ViT keeps one resolution: every block works on the stride-16 token grid, so
+each returned map is (B, C, ceil(H/16), ceil(W/16)) and ``level_strides`` is 16
+for every level (a level is a block here: ``num_levels`` = depth). The
+4/8/16/32 pyramid that dense heads need comes from the adapter
+``necks.pyramid_adapter.SimpleFeaturePyramid`` (``densekit.SimpleFeaturePyramid``).
+
+Blocks are timm's, so the parameter names are timm's (also those of the official
+Google/JAX-converted, DeiT and MAE releases). Inputs of any size are padded to
+a multiple of the patch size, and the position embedding is resampled to the
+token grid (timm's ``resample_abs_pos_embed``, bicubic).
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Sequence
+
+import torch
+from timm.layers import resample_abs_pos_embed, to_2tuple, trunc_normal_
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from densekit.registry import MODELS
+from .base import PyramidBackbone
+from .layers import init_transformer_weights, patch_embed
+
+# mmseg (``VisionTransformer``) and mmpretrain names -> timm names
+MM_RENAMES = (('patch_embed.projection.', 'patch_embed.proj.'), ('.ln1.', '.norm1.'), ('.ln2.', '.norm2.'),
+              ('.attn.attn.in_proj_weight', '.attn.qkv.weight'), ('.attn.attn.in_proj_bias', '.attn.qkv.bias'),
+              ('.attn.attn.out_proj.', '.attn.proj.'),
+              ('.ffn.layers.0.0.', '.mlp.fc1.'), ('.ffn.layers.1.', '.mlp.fc2.'))
+
+
+@MODELS.register_module()
+class VisionTransformer(PyramidBackbone):
+    """ViT returning the (B, C, ceil(H/p), ceil(W/p)) token maps of chosen blocks.
+
+    Args:
+        arch: 'tiny' | 'small' | 'base' | 'large' | 'huge' (timm's
+            ``vit_*_patch16_224``; huge is patch 14), or a dict with
+            ``embed_dims``, ``depth``, ``num_heads`` (and optionally ``patch_size``).
+        img_size: int or (H, W): sets the stored position-embedding grid
+            (img_size / patch_size); a checkpoint trained at another size is
+            resampled to it on load, and other input sizes resample it on the fly.
+        patch_size: None takes the arch's (16; 14 for huge).
+        out_indices: blocks whose outputs are returned (0..depth-1), e.g.
+            (3, 5, 7, 11) for ViT-B; default the last block.
+        out_norm: None; 'last' applies the final LayerNorm ``norm`` to the last
+            block's output (timm ``forward_features``, mmseg ``final_norm``);
+            'all' applies it to every returned map (timm
+            ``forward_intermediates(norm=True)``).
+        pos_antialias: resample the position embedding with timm's
+            antialiased bicubic (True, a=-0.5 kernel even when upsampling) or
+            with plain bicubic (False, a=-0.75) as mmseg does: use False to
+            reproduce a model fine-tuned in mmseg at sizes other than its own.
+        drop_path_rate: stochastic depth, rising linearly over blocks.
+        frozen_stages: -1 none; 0 patch embedding, class token and position
+            embedding; k > 0 also blocks 0..k-1.
+        with_cp: gradient checkpointing of each block.
+        init_cfg: ``dict(type='Pretrained', checkpoint=...)``: timm/official/DeiT,
+            MAE, mmseg and mmpretrain layouts (:meth:`checkpoint_filter`).
+    """
+
+    arch_settings = {
+        'tiny': dict(embed_dims=192, depth=12, num_heads=3),
+        'small': dict(embed_dims=384, depth=12, num_heads=6),
+        'base': dict(embed_dims=768, depth=12, num_heads=12),
+        'large': dict(embed_dims=1024, depth=24, num_heads=16),
+        'huge': dict(embed_dims=1280, depth=32, num_heads=16, patch_size=14),
+    }
+
+    def __init__(self, arch: str | dict = 'base', img_size: int | tuple[int, int] = 224,
+                 patch_size: int | None = None, in_channels: int = 3, mlp_ratio: float = 4.,
+                 qkv_bias: bool = True, drop_rate: float = 0., attn_drop_rate: float = 0.,
+                 drop_path_rate: float = 0., out_indices: Sequence[int] | None = None,
+                 out_norm: str | None = None, pos_antialias: bool = True, frozen_stages: int = -1,
+                 with_cp: bool = False, init_cfg: dict | None = None):
+        arch = self.resolve_arch(arch)
+        C, depth, heads = arch['embed_dims'], arch['depth'], arch['num_heads']
+        super().__init__((depth - 1,) if out_indices is None else out_indices, frozen_stages, with_cp, init_cfg)
+        if out_norm not in (None, 'last', 'all'):
+            raise ValueError(f"{type(self).__name__}: out_norm must be None, 'last' or 'all', got {out_norm!r}")
+        self.patch_size = patch_size or arch.get('patch_size', 16)
+        self.num_levels = depth
+        self.level_channels = (C,) * depth
+        self.level_strides = (self.patch_size,) * depth
+        self._check_levels()
+        self.out_norm = out_norm
+        self.pos_antialias = pos_antialias
+        self.grid_size = tuple(s // self.patch_size for s in to_2tuple(img_size))
+
+        self.patch_embed = patch_embed(in_channels, C, self.patch_size, norm=False)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, C))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + math.prod(self.grid_size), C))
+        self.pos_drop = nn.Dropout(drop_rate)
+        dpr = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]  # linear, as timm
+        self.blocks = nn.ModuleList(
+            Block(C, heads, mlp_ratio, qkv_bias=qkv_bias, proj_drop=drop_rate, attn_drop=attn_drop_rate,
+                  drop_path=dpr[i], norm_layer=partial(nn.LayerNorm, eps=1e-6))
+            for i in range(depth))
+        # built only when used: an unused parameter breaks DDP
+        if out_norm == 'all' or (out_norm == 'last' and depth - 1 in self.out_indices):
+            self.norm = nn.LayerNorm(C, eps=1e-6)
+
+    @classmethod
+    def resolve_arch(cls, arch: str | dict) -> dict:
+        if isinstance(arch, dict):
+            return arch
+        if arch not in cls.arch_settings:
+            raise KeyError(f"{cls.__name__}: unknown arch '{arch}', expected one of "
+                           f'{sorted(cls.arch_settings)} or a dict')
+        return cls.arch_settings[arch]
+
+    def reset_parameters(self) -> None:
+        """timm's default ViT initialisation."""
+        trunc_normal_(self.pos_embed, std=.02)
+        nn.init.normal_(self.cls_token, std=1e-6)
+        init_transformer_weights(self)
+
+    def frozen_modules(self, upto: int) -> list[nn.Module]:
+        return [self.patch_embed, *self.blocks[:upto]]
+
+    def _freeze(self) -> None:
+        super()._freeze()
+        if self.frozen_stages >= 0:
+            self.cls_token.requires_grad = False
+            self.pos_embed.requires_grad = False
+
+    def get_layer_depth(self, param_name: str, prefix: str = 'backbone.') -> tuple[int, int]:
+        """(depth of ``param_name``, number of depths) for layer-wise lr decay:
+        embeddings 0, block i at i + 1, the rest of the backbone (final norm)
+        and everything outside it (neck, heads) at depth + 1. The convention of
+        mmpretrain's ``get_layer_depth``."""
+        num = self.num_levels + 2
+        if not param_name.startswith(prefix):
+            return num - 1, num
+        name = param_name[len(prefix):]
+        if name in ('cls_token', 'pos_embed') or name.startswith('patch_embed.'):
+            return 0, num
+        if name.startswith('blocks.'):
+            return int(name.split('.')[1]) + 1, num
+        return num - 1, num
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """x: (B, 3, H, W), any H, W. Returns one (B, C, ceil(H/p), ceil(W/p))
+        map per ``out_indices`` entry; the class token is not returned."""
+        x = self.patch_embed(x)  # B, h, w, C (padded to a multiple of p)
+        B, h, w, C = x.shape
+        pos = resample_abs_pos_embed(self.pos_embed, new_size=(h, w), old_size=self.grid_size,
+                                     num_prefix_tokens=1, antialias=self.pos_antialias)
+        x = torch.cat([self.cls_token.expand(B, -1, -1), x.reshape(B, h * w, C)], dim=1)
+        x = self.pos_drop(x + pos)
+        outs, last = [], self.num_levels - 1
+        for i, block in enumerate(self.blocks):
+            x = self.run_block(block, x)
+            if i in self.out_indices:
+                out = self.norm(x) if self.out_norm == 'all' or (self.out_norm == 'last' and i == last) else x
+                outs.append(out[:, 1:].reshape(B, h, w, C).permute(0, 3, 1, 2).contiguous())
+            if i == max(self.out_indices):
+                break
+        return tuple(outs)
+
+    # -- checkpoints ---------------------------------------------------------
+    @staticmethod
+    def checkpoint_filter(state_dict: dict, model: 'VisionTransformer') -> dict:
+        """timm / official (Google-JAX-converted) / DeiT / MAE / mmseg /
+        mmpretrain ViT weights -> our (timm's) keys.
+
+        The classifier (``head``, ``fc_norm``), DeiT's distillation token and a
+        final ``norm`` the model does not use map to None. A position
+        embedding trained at another size is resampled to ``model.grid_size``.
+        """
+        sd = dict(state_dict)
+        if any(k.startswith('layers.') for k in sd):  # mmseg / mmpretrain
+            renamed = {}
+            for k, v in sd.items():
+                if k.startswith('ln1.'):  # the final norm
+                    k = 'norm.' + k[len('ln1.'):]
+                elif k.startswith('layers.'):
+                    k = 'blocks.' + k[len('layers.'):]
+                for old, new in MM_RENAMES:
+                    k = k.replace(old, new)
+                renamed[k] = v
+            sd = renamed
+            w = sd.get('patch_embed.proj.weight')
+            if w is not None and 'patch_embed.proj.bias' not in sd:  # mmseg's default patch_bias=False
+                sd['patch_embed.proj.bias'] = w.new_zeros(w.shape[0])
+        out: dict = {}
+        own = set(model.state_dict())
+        for k, v in sd.items():
+            if k.startswith(('head.', 'head_dist.', 'fc_norm.', 'dist_token')) or \
+                    (k.startswith('norm.') and k not in own):
+                out[k] = None  # classifier, distillation, unused final norm
+                continue
+            if k == 'pos_embed':
+                if 'dist_token' in sd:  # DeiT-distilled: two prefix tokens
+                    v = torch.cat([v[:, :1], v[:, 2:]], dim=1)
+                if v.shape[1] != model.pos_embed.shape[1]:
+                    old = int(math.sqrt(v.shape[1] - 1))
+                    v = resample_abs_pos_embed(v, new_size=model.grid_size, old_size=(old, old),
+                                               num_prefix_tokens=1, antialias=model.pos_antialias)
+            out[k] = v
+        return out
