@@ -37,7 +37,6 @@ if [[ ! -x $VENV/bin/python ]]; then
   "$PY" -m venv "$VENV"
 fi
 pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
-pip install --upgrade pip 2>&1 | grep -v "is ignored" || true
 
 # torch first, exactly pinned: a looser spec lets pip pick a newer build.
 # setuptools < 81 keeps pkg_resources, which mmcv's setup.py imports.
@@ -71,9 +70,14 @@ if ! ls "$wheel_dir"/mmcv-*.whl >/dev/null 2>&1; then
   flags=()
   [[ $cuda != cpu ]] && flags=(FORCE_CUDA=1)
   mkdir -p "$wheel_dir.tmp"
-  env MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${flags[@]}" \
-    "$VENV/bin/python" -m pip wheel -q --no-deps --no-build-isolation \
-    "$build/mmcv-$MMCV_VERSION" -w "$wheel_dir.tmp"
+  if ! env MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${flags[@]}" \
+      "$VENV/bin/python" -m pip wheel --no-deps --no-build-isolation \
+      "$build/mmcv-$MMCV_VERSION" -w "$wheel_dir.tmp" > "$build/build.log" 2>&1; then
+    tail -n 60 "$build/build.log"
+    mkdir -p "$CACHE" && cp "$build/build.log" "$CACHE/mmcv-build-failed.log"
+    log "mmcv build failed; full log: $CACHE/mmcv-build-failed.log"
+    exit 1
+  fi
   rm -rf "$wheel_dir" && mv "$wheel_dir.tmp" "$wheel_dir"   # publish only a complete wheel
 else
   log "using cached mmcv wheel $wheel_dir"
