@@ -5,12 +5,18 @@ allow-listed types. mmengine 0.10.7 writes training state that this refuses
 (``HistoryBuffer``, numpy arrays, dtypes and scalars in the message hub), so
 ``--resume`` fails on its own checkpoints. Rather than turning the safety off,
 :func:`allow_mmengine_checkpoints` allow-lists exactly those types.
+
+mmengine also writes checkpoints and ``last_checkpoint`` in place, so a crash
+during the write leaves a truncated file that ``--resume`` then picks;
+:func:`make_checkpoint_saves_atomic` writes both to a temporary file and renames.
 """
 from __future__ import annotations
 
 import os
 import pickle
 import re
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -53,6 +59,63 @@ def allow_mmengine_checkpoints() -> None:
     torch.serialization.add_safe_globals([HistoryBuffer, *_numpy_safe_globals()])
     copyreg.pickle(HistoryBuffer, _rebuild_history_buffer)
     CheckpointLoader.register_scheme(prefixes='', loader=lambda f, map_location=None: load_file(f, map_location), force=True)
+    make_checkpoint_saves_atomic()
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = 'wb'):
+    """Open a temporary file next to ``path``; on success fsync it and rename
+    it over ``path`` (atomic on POSIX), so ``path`` is always either the old
+    file or the complete new one. On error the temporary file is removed."""
+    path = os.fspath(path)
+    folder = os.path.dirname(path) or '.'
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + '.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_checkpoint_atomic(checkpoint: dict, filename: str, file_client_args=None,
+                           backend_args=None) -> None:
+    """mmengine's ``save_checkpoint``, atomic for local paths (other backends,
+    e.g. ``s3://``, go to mmengine's own writer unchanged)."""
+    from mmengine.runner import checkpoint as mm_checkpoint
+    if '://' in str(filename) or file_client_args or backend_args:
+        mm_checkpoint.save_checkpoint(checkpoint, filename, file_client_args, backend_args)
+        return
+    with atomic_write(filename) as f:
+        torch.save(checkpoint, f)
+
+
+def _open_last_checkpoint(file, mode='r', *args, **kwargs):
+    # CheckpointHook writes work_dir/last_checkpoint with a bare open(file, 'w'),
+    # which truncates first: this open() serves that module only.
+    if mode == 'w':
+        return atomic_write(file, 'w')
+    return open(file, mode, *args, **kwargs)
+
+
+def make_checkpoint_saves_atomic() -> None:
+    """Route mmengine's checkpoint writes through :func:`atomic_write`.
+
+    ``Runner.save_checkpoint`` (every CheckpointHook save, best checkpoints
+    included) calls the ``save_checkpoint`` name bound in ``mmengine.runner.runner``;
+    ``CheckpointHook`` then writes ``last_checkpoint`` with ``open``. Both names
+    are rebound in their modules; the checkpoint is complete on disk before
+    ``last_checkpoint`` names it.
+    """
+    from mmengine.hooks import checkpoint_hook
+    from mmengine.runner import runner
+    runner.save_checkpoint = save_checkpoint_atomic
+    checkpoint_hook.open = _open_last_checkpoint
 
 
 TRUST_ENV = 'DENSEKIT_TRUST_CHECKPOINTS'

@@ -3,7 +3,8 @@
 A wrong path or a bad file should cost seconds, not a day of GPU time with a
 stack trace from deep inside a worker: missing data roots say where the data
 is expected and how to get it, unreadable images and annotations name the file,
-and labels outside the class range name the file and the values.
+labels outside the class range name the file and the values, and an
+annotation whose size differs from its image names both files.
 """
 from __future__ import annotations
 
@@ -44,9 +45,25 @@ class CheckedSegDatasetMixin:
                 + self.help_text.format(root=root or '.', img=prefix.get('img_path', ''),
                                         seg=prefix.get('seg_map_path', '')))
         super().__init__(*args, **kwargs)
-        if not kwargs.get('lazy_init') and len(self) == 0:
-            raise DatasetError(f'{type(self).__name__}: no images ending in {self.img_suffix} '
-                               f'under {folders[0]}')
+        self._check_sizes_after_loading()
+
+    def load_data_list(self) -> list[dict]:
+        # checked here: mmengine's serialisation fails on an empty list first
+        data_list = super().load_data_list()
+        if not data_list:
+            raise DatasetError(f"{type(self).__name__}: no images ending in {self.img_suffix} "
+                               f"under {self.data_prefix.get('img_path', self.data_root)}")
+        return data_list
+
+    def _check_sizes_after_loading(self) -> None:
+        # mmseg would crop/flip a wrong-size label map with its image and
+        # train on misaligned labels (or fail later in a shape error); the
+        # check runs right after LoadAnnotations, before any transform.
+        transforms = self.pipeline.transforms
+        for i, transform in enumerate(transforms):
+            if type(transform).__name__ == 'LoadAnnotations':
+                transforms.insert(i + 1, check_seg_map_size)
+                break
 
     def prepare_data(self, idx):
         info = self.get_data_info(idx)
@@ -75,6 +92,16 @@ class CheckedSegDatasetMixin:
                 f"{info['seg_map_path']}: label value(s) {(bad + shift).tolist()} out of range: "
                 f'{num_classes} classes (file values {shift}..{num_classes - 1 + shift}'
                 + (', 0 = ignored' if shift else '') + f', {self.ignore_index} = ignored)')
+
+
+def check_seg_map_size(results: dict) -> dict:
+    """Pipeline step: the label map (H, W) must match the image's (H, W)."""
+    seg, shape = results.get('gt_seg_map'), results.get('ori_shape')
+    if seg is not None and shape is not None and seg.shape[:2] != tuple(shape[:2]):
+        raise DatasetError(
+            f"{results['seg_map_path']}: annotation is {seg.shape[1]}x{seg.shape[0]} (WxH) but "
+            f"its image {results['img_path']} is {shape[1]}x{shape[0]}")
+    return results
 
 
 @DATASETS.register_module()

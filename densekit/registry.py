@@ -9,6 +9,8 @@ prefix also keeps our names apart from the toolboxes' own (mmseg, mmdet and
 mmpretrain each register a ``SwinTransformer``).
 """
 from mmengine.registry import DATASETS as MMENGINE_DATASETS
+from mmengine.registry import HOOKS as MMENGINE_HOOKS
+from mmengine.registry import MODEL_WRAPPERS as MMENGINE_MODEL_WRAPPERS
 from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import TRANSFORMS as MMENGINE_TRANSFORMS
 from mmengine.registry import Registry
@@ -18,6 +20,9 @@ SCOPE = 'densekit'
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope=SCOPE,
                   locations=['backbones', 'necks', 'heads'])
 DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, scope=SCOPE,
-                    locations=['densekit.datasets'])
+                    locations=['densekit.datasets', 'densekit.cls_datasets'])
 TRANSFORMS = Registry('transform', parent=MMENGINE_TRANSFORMS, scope=SCOPE,
-                      locations=['densekit.datasets'])
+                      locations=['densekit.datasets', 'densekit.cls_datasets'])
+HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope=SCOPE, locations=['densekit.hooks'])
+MODEL_WRAPPERS = Registry('model_wrapper', parent=MMENGINE_MODEL_WRAPPERS, scope=SCOPE,
+                          locations=['densekit.distributed'])

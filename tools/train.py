@@ -14,6 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import densekit  # noqa: E402,F401  (registries, weights-only resume)
 from densekit.cli import add_common_args, parse, user_errors, work_dir_for  # noqa: E402
 from densekit.config import load_config, task_of  # noqa: E402
+from densekit.distributed import prepare_cpu_distributed  # noqa: E402
 
 
 def main(argv=None):
@@ -27,6 +28,7 @@ def main(argv=None):
         cfg = load_config(args.config, args.cfg_options)
         task_of(cfg)  # fail early on a config without a toolbox scope
         cfg.launcher = args.launcher
+        prepare_cpu_distributed(cfg, args.launcher)
         cfg.work_dir = args.work_dir or cfg.get('work_dir') or work_dir_for(args.config)
         if args.amp:
             import torch

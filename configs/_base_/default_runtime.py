@@ -13,3 +13,9 @@ log_level = 'INFO'
 load_from = None
 resume = False
 randomness = dict(seed=0)
+# Exact resume (random generators saved in checkpoints) and a clear stop on a
+# NaN/inf loss before it reaches the weights (action='skip' skips the step).
+custom_hooks = [
+    dict(type='densekit.RandomStateHook'),
+    dict(type='densekit.NonFiniteLossHook', action='stop'),
+]

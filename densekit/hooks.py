@@ -1,0 +1,159 @@
+"""Training hooks for reliability: exact resume and non-finite losses.
+
+mmengine restores weights, optimizer, schedulers, the iteration counter and
+the data order on ``--resume``, but re-seeds the random generators instead of
+restoring them, so random augmentation and drop-path after a resume differ
+from an uninterrupted run (:class:`RandomStateHook`). mmdet's
+``CheckInvalidLossHook`` asserts after the optimizer step (the weights are
+already NaN) and cannot skip a step (:class:`NonFiniteLossHook`).
+"""
+from __future__ import annotations
+
+import random
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from mmengine.hooks import Hook
+from mmengine.logging import print_log
+from mmengine.runner import IterBasedTrainLoop
+
+from .registry import HOOKS
+
+
+def get_rng_state() -> dict:
+    """The state of every generator training draws from (python, numpy,
+    torch CPU and, if present, CUDA)."""
+    state = dict(python=random.getstate(), numpy=np.random.get_state(),
+                 torch=torch.get_rng_state())
+    if torch.cuda.is_available():
+        state['cuda'] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state['python'])
+    np.random.set_state(state['numpy'])
+    torch.set_rng_state(state['torch'])
+    if 'cuda' in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state['cuda'])
+
+
+class _RestoreAfter:
+    """Wraps the train loop's data iterator: after ``skip`` batches (mmengine's
+    replay of the batches already trained on) restores ``state``, so the next
+    batch is drawn exactly as in the uninterrupted run."""
+
+    def __init__(self, iterator, skip: int, state: dict):
+        self._iterator, self._left, self._state = iterator, skip, state
+
+    def __next__(self):
+        batch = next(self._iterator)
+        if self._left > 0:
+            self._left -= 1
+            if self._left == 0:
+                set_rng_state(self._state)
+        return batch
+
+    def __iter__(self):
+        return self
+
+    def __getattr__(self, name):
+        return getattr(self._iterator, name)
+
+
+@HOOKS.register_module()
+class RandomStateHook(Hook):
+    """Saves the random generators' state in each checkpoint (``rng_state``)
+    and restores it on resume, at the point where the checkpoint was taken.
+
+    Iteration-based loops first replay the trained batches through the
+    pipeline (which draws random numbers), so the state is restored after that
+    replay; epoch-based loops resume at an epoch boundary and restore at once.
+    States are per process: in distributed runs the main process's state is
+    saved and every rank restores it (ranks share the seed by default).
+    """
+
+    priority = 'VERY_LOW'
+
+    def __init__(self) -> None:
+        self._loaded: dict | None = None
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint['rng_state'] = get_rng_state()
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        self._loaded = checkpoint.get('rng_state')
+
+    def before_train_epoch(self, runner) -> None:
+        if self._loaded is None:
+            return
+        loop = runner.train_loop
+        if loop.iter > 0 and isinstance(loop, IterBasedTrainLoop):
+            # IterBasedTrainLoop: replays loop.iter batches next, then trains
+            loop.dataloader_iterator = _RestoreAfter(loop.dataloader_iterator, loop.iter, self._loaded)
+        elif loop.iter > 0:
+            set_rng_state(self._loaded)
+        self._loaded = None
+
+
+@HOOKS.register_module()
+class NonFiniteLossHook(Hook):
+    """Checks the total loss before the backward pass.
+
+    Args:
+        action: ``'stop'`` raises ``FloatingPointError`` naming the iteration
+            and every loss term; nothing is updated or saved, so the last
+            checkpoint is the last good state. ``'skip'`` logs a warning and
+            skips that optimizer step (the iteration, schedulers and data
+            still advance).
+
+    Under DDP the ranks agree (all-reduce) so that all stop or skip together.
+    """
+
+    priority = 'VERY_HIGH'
+
+    def __init__(self, action: Literal['stop', 'skip'] = 'stop') -> None:
+        if action not in ('stop', 'skip'):
+            raise ValueError(f"NonFiniteLossHook: action must be 'stop' or 'skip', got {action!r}")
+        self.action = action
+        self._bad: str | None = None
+
+    def before_train(self, runner) -> None:
+        # The check sits between mmengine's parse_losses and update_params
+        # (backward + step): wrap both on the instances.
+        model = getattr(runner.model, 'module', runner.model)
+        parse_losses = model.parse_losses
+        optim_wrapper = runner.optim_wrapper
+        update_params = optim_wrapper.update_params
+
+        def checked_parse_losses(losses):
+            loss, log_vars = parse_losses(losses)
+            self._bad = self._check(runner, loss, log_vars)
+            return loss, log_vars
+
+        def checked_update_params(loss, *args, **kwargs):
+            if self._bad is None:
+                return update_params(loss, *args, **kwargs)
+            print_log(f'NonFiniteLossHook: skipped the optimizer step of {self._bad}',
+                      logger='current', level=30)
+            optim_wrapper.zero_grad()
+
+        model.parse_losses = checked_parse_losses
+        optim_wrapper.update_params = checked_update_params
+
+    def _check(self, runner, loss: torch.Tensor, log_vars: dict) -> str | None:
+        bad = (~torch.isfinite(loss.detach())).any().float()  # on the loss's device (NCCL)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        if not bad:
+            return None
+        terms = ', '.join(f'{k}={float(v):.4g}' for k, v in log_vars.items())
+        what = f'iteration {runner.iter + 1}: non-finite loss ({terms})'
+        if self.action == 'stop':
+            raise FloatingPointError(
+                f'{what}. Training stopped before the update; the last checkpoint in '
+                f'{runner.work_dir} is the last good state. Use '
+                "NonFiniteLossHook(action='skip') to skip such steps instead.")
+        return what
