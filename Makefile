@@ -2,7 +2,7 @@
 # test suite. Both first set up .venv/ (tools/setup_env.sh; a no-op when done).
 PY := .venv/bin/python
 
-.PHONY: setup demo test clean-demo
+.PHONY: setup demo demo-cls test clean-demo
 
 setup:
 	@bash tools/setup_env.sh
@@ -10,8 +10,12 @@ setup:
 demo: setup
 	$(PY) tools/demo.py
 
+# classification: a small ConvMixer on synthetic ImageNet-layout data
+demo-cls: setup
+	$(PY) tools/demo.py --task classification
+
 test: setup
 	$(PY) -m pytest
 
 clean-demo:
-	rm -rf work_dirs/demo data/synthetic_ade
+	rm -rf work_dirs/demo work_dirs/demo_cls data/synthetic_ade data/synthetic_cls

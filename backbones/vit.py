@@ -51,6 +51,9 @@ class VisionTransformer(PyramidBackbone):
             block's output (timm ``forward_features``, mmseg ``final_norm``);
             'all' applies it to every returned map (timm
             ``forward_intermediates(norm=True)``).
+        out_type: 'featmap' returns each selected block's patch tokens as a
+            (B, C, h, w) map; 'cls_token' returns its class token, (B, C), as
+            timm's and DeiT's classifiers read it (``global_pool='token'``).
         pos_antialias: resample the position embedding with timm's
             antialiased bicubic (True, a=-0.5 kernel even when upsampling) or
             with plain bicubic (False, a=-0.75) as mmseg does: use False to
@@ -75,13 +78,16 @@ class VisionTransformer(PyramidBackbone):
                  patch_size: int | None = None, in_channels: int = 3, mlp_ratio: float = 4.,
                  qkv_bias: bool = True, drop_rate: float = 0., attn_drop_rate: float = 0.,
                  drop_path_rate: float = 0., out_indices: Sequence[int] | None = None,
-                 out_norm: str | None = None, pos_antialias: bool = True, frozen_stages: int = -1,
-                 with_cp: bool = False, init_cfg: dict | None = None):
+                 out_norm: str | None = None, out_type: str = 'featmap', pos_antialias: bool = True,
+                 frozen_stages: int = -1, with_cp: bool = False, init_cfg: dict | None = None):
         arch = self.resolve_arch(arch)
         C, depth, heads = arch['embed_dims'], arch['depth'], arch['num_heads']
         super().__init__((depth - 1,) if out_indices is None else out_indices, frozen_stages, with_cp, init_cfg)
         if out_norm not in (None, 'last', 'all'):
             raise ValueError(f"{type(self).__name__}: out_norm must be None, 'last' or 'all', got {out_norm!r}")
+        if out_type not in ('featmap', 'cls_token'):
+            raise ValueError(f"{type(self).__name__}: out_type must be 'featmap' or 'cls_token', got {out_type!r}")
+        self.out_type = out_type
         self.patch_size = patch_size or arch.get('patch_size', 16)
         self.num_levels = depth
         self.level_channels = (C,) * depth
@@ -145,7 +151,8 @@ class VisionTransformer(PyramidBackbone):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """x: (B, 3, H, W), any H, W. Returns one (B, C, ceil(H/p), ceil(W/p))
-        map per ``out_indices`` entry; the class token is not returned."""
+        map per ``out_indices`` entry (``out_type='featmap'``), or one (B, C)
+        class token per entry (``out_type='cls_token'``)."""
         x = self.patch_embed(x)  # B, h, w, C (padded to a multiple of p)
         B, h, w, C = x.shape
         pos = resample_abs_pos_embed(self.pos_embed, new_size=(h, w), old_size=self.grid_size,
@@ -157,7 +164,10 @@ class VisionTransformer(PyramidBackbone):
             x = self.run_block(block, x)
             if i in self.out_indices:
                 out = self.norm(x) if self.out_norm == 'all' or (self.out_norm == 'last' and i == last) else x
-                outs.append(out[:, 1:].reshape(B, h, w, C).permute(0, 3, 1, 2).contiguous())
+                if self.out_type == 'cls_token':
+                    outs.append(out[:, 0])
+                else:
+                    outs.append(out[:, 1:].reshape(B, h, w, C).permute(0, 3, 1, 2).contiguous())
             if i == max(self.out_indices):
                 break
         return tuple(outs)

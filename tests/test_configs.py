@@ -20,6 +20,12 @@ def test_config_builds_model(path):
     from mmengine.registry import MODELS
     cfg.model.backbone.init_cfg = None  # no pretrained files in CI
     model = MODELS.build(cfg.model)
+    if task == 'classification':
+        # the head reads the one map (or class token) the backbone returns
+        assert len(model.backbone.out_indices) == 1
+        assert cfg.model.head.in_channels == model.backbone.out_channels[-1]
+        assert cfg.model.head.num_classes == cfg.model.data_preprocessor.num_classes
+        return
     assert task == 'segmentation'
     # isotropic backbones get their pyramid from the adapter neck
     pyramid = model.neck if model.with_neck else model.backbone
@@ -58,32 +64,45 @@ def test_missing_config_file():
         load_config('configs/nope.py')
 
 
-@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: str(p.relative_to(ROOT / 'configs')))
-def test_config_two_training_steps(path):
-    """Two optimizer steps of the full model (random init) on a 2-image
-    64x64 batch: losses are finite and the backbone's weights move."""
-    from mmengine.optim import build_optim_wrapper
-    from mmengine.registry import MODELS
-    from mmseg.structures import SegDataSample
+def _seg_batch(cfg: Config) -> dict:
     from mmengine.structures import PixelData
-    cfg = Config.fromfile(str(path))
-    init_default_scope(cfg.default_scope)
-    cfg.model.backbone.init_cfg = None
+    from mmseg.structures import SegDataSample
     cfg.model.data_preprocessor.size = (64, 64)
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    from mmengine.model import revert_sync_batchnorm
-    model = revert_sync_batchnorm(model)
-    optim = build_optim_wrapper(model, cfg.optim_wrapper)
     num_classes = cfg.model.decode_head.num_classes
-    torch.manual_seed(0)
     samples = []
     for _ in range(2):
         s = SegDataSample(metainfo=dict(img_shape=(64, 64), ori_shape=(64, 64), pad_shape=(64, 64)))
         s.gt_sem_seg = PixelData(data=torch.randint(0, num_classes, (1, 64, 64)))
         samples.append(s)
-    batch = dict(inputs=[torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8) for _ in range(2)],
-                 data_samples=samples)
+    return dict(inputs=[torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8) for _ in range(2)],
+                data_samples=samples)
+
+
+def _cls_batch(cfg: Config) -> dict:
+    from mmpretrain.structures import DataSample
+    num_classes = cfg.model.head.num_classes
+    samples = [DataSample().set_gt_label(int(torch.randint(0, num_classes, ()))) for _ in range(2)]
+    return dict(inputs=[torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8) for _ in range(2)],
+                data_samples=samples)
+
+
+@pytest.mark.parametrize('path', CONFIGS, ids=lambda p: str(p.relative_to(ROOT / 'configs')))
+def test_config_two_training_steps(path):
+    """Two optimizer steps of the full model (random init) on a 2-image
+    64x64 batch (classification: with the config's mixup/cutmix): losses
+    are finite and the backbone's weights move."""
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import MODELS
+    cfg = Config.fromfile(str(path))
+    init_default_scope(cfg.default_scope)
+    cfg.model.backbone.init_cfg = None
+    torch.manual_seed(0)
+    batch = _cls_batch(cfg) if task_of(cfg) == 'classification' else _seg_batch(cfg)
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model = revert_sync_batchnorm(model)
+    optim = build_optim_wrapper(model, cfg.optim_wrapper)
     before = [p.detach().clone() for p in model.backbone.parameters()]
     model.train()
     for _ in range(2):

@@ -1,9 +1,10 @@
 #!/usr/bin/env python
-"""The embedded demo: generate the synthetic ADE-layout data, train UPerNet +
-Swin on it with tools/train.py, evaluate with tools/test.py (writing prediction
-overlays), and print the held-out mIoU.
+"""The embedded demos: generate synthetic data in the real dataset's layout,
+train on it with tools/train.py, evaluate the held-out split with tools/test.py
+and print the score.
 
-    python tools/demo.py [--work-dir work_dirs/demo] [--data data/synthetic_ade]
+    python tools/demo.py                          # UPerNet + Swin, ADE20K layout (mIoU, overlays)
+    python tools/demo.py --task classification    # ConvMixer, ImageNet layout (top-1/top-5)
 """
 import argparse
 import glob
@@ -15,7 +16,13 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-CONFIG = 'configs/demo/upernet_swin-demo_synthetic-ade.py'
+
+TASKS = {
+    'segmentation': dict(config='configs/demo/upernet_swin-demo_synthetic-ade.py',
+                         work_dir='work_dirs/demo', data='data/synthetic_ade'),
+    'classification': dict(config='configs/demo/convmixer-demo_synthetic-cls.py',
+                           work_dir='work_dirs/demo_cls', data='data/synthetic_cls'),
+}
 
 
 def run(*args: str) -> None:
@@ -23,35 +30,53 @@ def run(*args: str) -> None:
     subprocess.run([sys.executable, *args], cwd=ROOT, check=True)
 
 
+def generate(task: str, root: str) -> str:
+    """Generate (or reuse) the task's synthetic data; returns a one-line summary."""
+    if task == 'segmentation':
+        from densekit.synthetic import generate_ade_like
+        s = generate_ade_like(root)
+        return f"{s['counts']} synthetic images at {s['size']}"
+    from densekit.synthetic_cls import generate_imagenet_like
+    s = generate_imagenet_like(root)
+    return f"{s['counts']} synthetic {s['size']}x{s['size']} images"
+
+
+def score(task: str, metrics: dict) -> str:
+    if task == 'segmentation':
+        return (f"mIoU = {metrics['mIoU']:.2f}  (mAcc {metrics['mAcc']:.2f}, aAcc {metrics['aAcc']:.2f})")
+    return f"top-1 = {metrics['accuracy/top1']:.2f}  top-5 = {metrics['accuracy/top5']:.2f}"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--work-dir', default='work_dirs/demo')
-    parser.add_argument('--data', default='data/synthetic_ade')
+    parser.add_argument('--task', choices=sorted(TASKS), default='segmentation')
+    parser.add_argument('--work-dir', help='default: work_dirs/demo (segmentation), work_dirs/demo_cls')
+    parser.add_argument('--data', help='default: data/synthetic_ade (segmentation), data/synthetic_cls')
     parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
                         help='passed to tools/train.py and tools/test.py')
     args = parser.parse_args(argv)
-    from densekit.synthetic import generate_ade_like
+    task = TASKS[args.task]
+    work_dir, data = args.work_dir or task['work_dir'], args.data or task['data']
 
     start = time.time()
-    summary = generate_ade_like(os.path.join(ROOT, args.data))
-    print(f"data: {summary['counts']} synthetic images at {summary['size']} in {args.data}")
-    options = ['--cfg-options', f'data_root={args.data}', *args.cfg_options]
-    run('tools/train.py', CONFIG, '--work-dir', args.work_dir, *options)
+    print(f'data: {generate(args.task, os.path.join(ROOT, data))} in {data}')
+    options = ['--cfg-options', f'data_root={data}', *args.cfg_options]
+    run('tools/train.py', task['config'], '--work-dir', work_dir, *options)
     trained = time.time()
-    checkpoints = sorted(glob.glob(os.path.join(ROOT, args.work_dir, 'iter_*.pth')),
-                         key=lambda p: int(p.rsplit('_', 1)[1].split('.')[0]))
-    metrics_file = os.path.join(ROOT, args.work_dir, 'demo_metrics.json')
-    show_dir = os.path.join(ROOT, args.work_dir, 'overlays')
-    run('tools/test.py', CONFIG, checkpoints[-1], '--work-dir', args.work_dir,
-        '--show-dir', show_dir, '--out', metrics_file, *options)
+    with open(os.path.join(ROOT, work_dir, 'last_checkpoint')) as f:
+        checkpoint = f.read().strip()
+    metrics_file = os.path.join(ROOT, work_dir, 'demo_metrics.json')
+    show = ['--show-dir', os.path.join(ROOT, work_dir, 'overlays')] if args.task == 'segmentation' else []
+    run('tools/test.py', task['config'], checkpoint, '--work-dir', work_dir, '--out', metrics_file,
+        *show, *options)
     with open(metrics_file) as f:
         metrics = json.load(f)
-    overlays = glob.glob(os.path.join(show_dir, '**', '*.png'), recursive=True)
     print('\n' + '=' * 64)
-    print(f"DEMO mIoU = {metrics['mIoU']:.2f}  (held-out synthetic validation split, "
-          f"{summary['counts']['validation']} images; mAcc {metrics['mAcc']:.2f}, aAcc {metrics['aAcc']:.2f})")
-    print(f'training {trained - start:.0f} s, total {time.time() - start:.0f} s; '
-          f'{len(overlays)} prediction overlays under {os.path.relpath(show_dir, ROOT)}/')
+    print(f'DEMO ({args.task}) {score(args.task, metrics)} on the held-out synthetic split')
+    print(f'training {trained - start:.0f} s, total {time.time() - start:.0f} s')
+    if show:
+        overlays = glob.glob(os.path.join(show[1], '**', '*.png'), recursive=True)
+        print(f'{len(overlays)} prediction overlays under {os.path.relpath(show[1], ROOT)}/')
     print('=' * 64)
 
 

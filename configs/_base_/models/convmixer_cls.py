@@ -1,0 +1,16 @@
+# ConvMixer-1536/20 classifier: the last block, global average pool, linear:
+# timm's convmixer_1536_20.
+data_preprocessor = dict(
+    type='ClsDataPreprocessor',
+    num_classes=1000,
+    mean=[123.675, 116.28, 103.53],
+    std=[58.395, 57.12, 57.375],
+    to_rgb=True)
+model = dict(
+    type='ImageClassifier',
+    data_preprocessor=data_preprocessor,
+    backbone=dict(type='densekit.ConvMixer', arch='1536_20'),
+    neck=dict(type='GlobalAveragePooling'),
+    head=dict(type='LinearClsHead', num_classes=1000, in_channels=1536, loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')),
+    # DeiT's batch augmentation: mixup 0.8 or cutmix 1.0 (one per batch)
+    train_cfg=dict(augments=[dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]))

@@ -1,0 +1,56 @@
+"""mmpretrain's ImageNet dataset with errors that name the folder or file at fault.
+
+mmpretrain fails on a missing root with a bare ``FileNotFoundError`` from deep
+in its folder scan, and on an unreadable image from inside a dataloader worker
+without the sample's path; here both name the path and say what was expected.
+"""
+from __future__ import annotations
+
+import os.path as osp
+
+from mmpretrain.datasets import ImageNet as MMPretrainImageNet
+
+from .datasets import DatasetError
+from .registry import DATASETS
+
+IMAGENET_HELP = (
+    'expected ImageNet-1k in its folder layout, {root}/train/<wnid>/*.JPEG and '
+    '{root}/val/<wnid>/*.JPEG (the validation images sorted into class folders, e.g. with '
+    'the valprep.sh script of the PyTorch ImageNet example), optionally with mmpretrain\'s '
+    'annotation files {root}/meta/{{train,val}}.txt ("<path> <label>" per line). ImageNet is '
+    'not included: download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from '
+    'image-net.org (registration needed), or point the config elsewhere with '
+    '--cfg-options data_root=PATH. To try the toolbox without it: `make demo-cls`.')
+
+
+@DATASETS.register_module()
+class ImageNet(MMPretrainImageNet):
+    """mmpretrain's ``ImageNet`` (same arguments) with up-front checks: the
+    image folder and annotation file must exist and the split must not be
+    empty; a sample that cannot be loaded is reported with its file."""
+
+    def __init__(self, data_root: str = '', split: str = '', data_prefix: str | dict = '',
+                 ann_file: str = '', **kwargs):
+        prefix = data_prefix.get('img_path', '') if isinstance(data_prefix, dict) else data_prefix
+        folder = osp.join(data_root, prefix or split)
+        if not osp.isdir(folder):
+            raise FileNotFoundError(f'ImageNet: image folder not found: {folder}. '
+                                    + IMAGENET_HELP.format(root=data_root or '.'))
+        if ann_file and not osp.isfile(osp.join(data_root, ann_file)):
+            raise FileNotFoundError(f'ImageNet: annotation file not found: {osp.join(data_root, ann_file)}. '
+                                    + IMAGENET_HELP.format(root=data_root or '.'))
+        try:
+            super().__init__(data_root=data_root, split=split, data_prefix=data_prefix,
+                             ann_file=ann_file, **kwargs)
+        except RuntimeError as err:  # mmpretrain's folder scan: no images / empty class folders
+            raise DatasetError(f'ImageNet: no usable images under {folder}: {err}') from err
+        if not kwargs.get('lazy_init') and len(self) == 0:
+            raise DatasetError(f'ImageNet: split is empty: no images listed under {folder}'
+                               + (f' by {ann_file}' if ann_file else ''))
+
+    def prepare_data(self, idx: int):
+        try:
+            return super().prepare_data(idx)
+        except Exception as err:  # re-raised with the sample's file named
+            path = self.get_data_info(idx).get('img_path')
+            raise DatasetError(f'cannot load sample {idx} ({path}): {type(err).__name__}: {err}') from err

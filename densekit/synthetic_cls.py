@@ -1,0 +1,132 @@
+"""A small, fully synthetic classification dataset in ImageNet's folder layout.
+
+Each image shows one shape on a textured greyish background; the shape's kind
+is its class (see ``CLASSES``). Colour, size, position, rotation, line width,
+background and noise are drawn at random per image, so only the shape tells
+the class apart. Training and validation images come from independently
+seeded random streams: the validation split is held out.
+
+Layout (as ImageNet's, with mmpretrain's annotation files alongside)::
+
+    {out}/train/<class>/<class>_00000.JPEG   {out}/meta/train.txt
+    {out}/val/<class>/<class>_00000.JPEG     {out}/meta/val.txt
+
+This data exists so the classification toolchain can be run end to end in
+minutes on a CPU; a score on it says nothing about accuracy on real images.
+
+    python -m densekit.synthetic_cls --out data/synthetic_cls
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+CLASSES: tuple[str, ...] = ('circle', 'square', 'triangle', 'cross', 'ring', 'bar', 'star', 'diamond')
+SPLITS = ('train', 'val')
+MARKER = 'densekit_synthetic_cls.json'
+_VERSION = 1  # bump when the output changes, so old markers stop matching
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """(size, size, 3) uint8: a low-saturation gradient with smooth noise."""
+    cells = int(rng.integers(2, 5))
+    grid = rng.uniform(60, 200, (cells, cells, 1)).astype(np.float32)
+    base = cv2.resize(grid, (size, size), interpolation=cv2.INTER_CUBIC)[..., None]
+    tint = rng.uniform(-15, 15, 3).astype(np.float32)
+    return np.clip(base + tint, 0, 255).astype(np.uint8)
+
+
+def _polygon(kind: str, center: np.ndarray, radius: float, angle: float) -> list[np.ndarray]:
+    """Vertices of the polygonal shapes, rotated by ``angle`` (radians)."""
+    def ring(n: int, r: np.ndarray, offset: float = 0.) -> np.ndarray:
+        t = angle + offset + 2 * np.pi * np.arange(n) / n
+        return np.stack([center[0] + r * np.cos(t), center[1] + r * np.sin(t)], 1)
+    if kind == 'square':
+        return [ring(4, np.full(4, radius), np.pi / 4)]
+    if kind == 'diamond':  # a rhombus: long and short diagonals
+        return [ring(4, np.array([radius, 0.55 * radius] * 2))]
+    if kind == 'triangle':
+        return [ring(3, np.full(3, radius))]
+    if kind == 'star':
+        return [ring(10, np.array([radius, 0.42 * radius] * 5))]
+    raise ValueError(kind)
+
+
+def draw_sample(rng: np.random.Generator, label: int, size: int = 64) -> np.ndarray:
+    """One (size, size, 3) BGR uint8 image of class ``CLASSES[label]``."""
+    img = _background(rng, size)
+    kind = CLASSES[label]
+    center = rng.uniform(0.35, 0.65, 2) * size
+    radius = rng.uniform(0.2, 0.32) * size
+    angle = rng.uniform(0, 2 * np.pi)
+    color = tuple(int(c) for c in rng.integers(0, 256, 3))
+    if int(np.abs(np.array(color, float) - img[int(center[1]), int(center[0])]).sum()) < 120:
+        color = tuple(255 - c for c in color)  # keep the shape visible on its background
+    width = max(2, int(rng.uniform(0.06, 0.1) * size))
+    c = tuple(int(v) for v in center)
+    if kind == 'circle':
+        cv2.circle(img, c, int(radius), color, -1, cv2.LINE_AA)
+    elif kind == 'ring':
+        cv2.circle(img, c, int(radius), color, width, cv2.LINE_AA)
+    elif kind in ('cross', 'bar'):
+        deg = np.degrees(angle)
+        for d in ((0, 90) if kind == 'cross' else (0,)):
+            box = cv2.boxPoints((center, (2 * radius, width * 1.5), deg + d)).astype(np.int32)
+            cv2.fillPoly(img, [box], color, cv2.LINE_AA)
+    else:
+        pts = [np.round(p).astype(np.int32) for p in _polygon(kind, center, radius, angle)]
+        cv2.fillPoly(img, pts, color, cv2.LINE_AA)
+    noise = rng.normal(0, 8, img.shape)
+    return np.clip(img + noise, 0, 255).astype(np.uint8)
+
+
+def generate_imagenet_like(out: str | Path, num_train: int = 200, num_val: int = 50, size: int = 64,
+                           seed: int = 0) -> dict:
+    """Write ``num_train``/``num_val`` images per class under ``out`` (see the
+    module docstring) and return a summary. Deterministic for a given seed;
+    a folder already generated with the same arguments is kept as it is."""
+    out = Path(out)
+    params = dict(version=_VERSION, num_train=num_train, num_val=num_val, size=size, seed=seed,
+                  classes=list(CLASSES))
+    summary = dict(params, counts={'train': num_train * len(CLASSES), 'val': num_val * len(CLASSES)},
+                   root=str(out))
+    marker = out / MARKER
+    if marker.is_file() and json.loads(marker.read_text()).get('params') == params:
+        return summary
+    if out.exists():
+        shutil.rmtree(out)
+    (out / 'meta').mkdir(parents=True)
+    for split_id, (split, per_class) in enumerate(zip(SPLITS, (num_train, num_val))):
+        rng = np.random.default_rng([seed, split_id])  # independent streams: val is held out
+        lines = []
+        for label, name in enumerate(CLASSES):
+            (out / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                rel = f'{name}/{name}_{i:05d}.JPEG'
+                cv2.imwrite(str(out / split / rel), draw_sample(rng, label, size),
+                            [cv2.IMWRITE_JPEG_QUALITY, 95])
+                lines.append(f'{rel} {label}')
+        (out / 'meta' / f'{split}.txt').write_text('\n'.join(lines) + '\n')
+    marker.write_text(json.dumps(dict(params=params, note='synthetic data, see densekit/synthetic_cls.py')))
+    return summary
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--out', default='data/synthetic_cls')
+    parser.add_argument('--num-train', type=int, default=200, help='images per class')
+    parser.add_argument('--num-val', type=int, default=50, help='images per class')
+    parser.add_argument('--size', type=int, default=64)
+    parser.add_argument('--seed', type=int, default=0)
+    args = parser.parse_args(argv)
+    summary = generate_imagenet_like(args.out, args.num_train, args.num_val, args.size, args.seed)
+    print(f"{summary['counts']} synthetic images of {args.size}x{args.size} in {args.out}")
+
+
+if __name__ == '__main__':
+    main()
