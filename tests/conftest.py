@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import subprocess
 import sys
@@ -29,3 +30,15 @@ def run_tool(tool: str, *args: str, check: bool = True, cwd: Path = ROOT) -> sub
     if check and proc.returncode != 0:
         raise AssertionError(f'{tool} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}')
     return proc
+
+
+def run_main(capsys, tool: str, *args: str) -> tuple[str, str]:
+    """tools/<tool>.py's main() in this process (no interpreter start-up):
+    returns what it printed to stdout and stderr."""
+    spec = importlib.util.spec_from_file_location(tool.replace('/', '_'), ROOT / 'tools' / f'{tool}.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    capsys.readouterr()
+    module.main(list(args))
+    captured = capsys.readouterr()
+    return captured.out, captured.err

@@ -1,0 +1,193 @@
+"""Run a trained model on images: segmentation overlays, detection boxes and
+masks, classification top-k, for any config of ours (the task comes from its
+``default_scope``).
+
+    from densekit.inference import inference
+    results = inference('configs/upernet_swin_ade20k.py', 'iter_160000.pth',
+                        ['a.jpg', 'b.jpg'], device='cpu', out_dir='out/')
+
+Each toolbox's own API does the work (mmseg ``init_model``/``inference_model``
++ ``SegLocalVisualizer``; mmdet ``init_detector``/``inference_detector`` +
+``DetLocalVisualizer``; mmpretrain ``get_model`` + ``ImageClassificationInferencer``);
+this module adds one entry point, a strict check that the checkpoint fits the
+model (the toolboxes load with ``strict=False`` and only log what did not fit)
+and the files it writes.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+from torch import nn
+
+from .checkpoint import extract_state_dict, load_file
+from .config import load_config, task_of
+
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+
+
+@dataclass
+class Predictor:
+    """A toolbox model ready for inference, and which task it serves."""
+    model: nn.Module
+    task: str  # 'segmentation' | 'detection' | 'classification'
+    scope: str  # the config's default_scope: the toolboxes build their pipelines in it
+    classifier: Any = None  # mmpretrain's ImageClassificationInferencer (classification only)
+
+    def predict(self, image: str | np.ndarray, topk: int = 5) -> Any:
+        """One image (path, or an HxWx3 BGR array as OpenCV reads it) ->
+        a ``SegDataSample`` (``pred_sem_seg``: 1xHxW at the image size), a
+        ``DetDataSample`` (``pred_instances``: boxes, scores, labels, masks),
+        or for classification a dict ``{'topk': [{'label', 'class', 'score'}, ...]}``."""
+        # mmseg and mmdet build the test pipeline on every call, from the
+        # current default scope: another task's model may have changed it
+        with DefaultScope.overwrite_default_scope(self.scope):
+            return self._predict(image, topk)
+
+    def _predict(self, image: str | np.ndarray, topk: int) -> Any:
+        if self.task == 'segmentation':
+            from mmseg.apis import inference_model
+            return inference_model(self.model, image)
+        if self.task == 'detection':
+            from mmdet.apis import inference_detector
+            return inference_detector(self.model, image)
+        sample = self.classifier(image, return_datasamples=True)[0]
+        scores = sample.pred_score.float().cpu()
+        values, labels = scores.topk(min(topk, scores.numel()))
+        classes = self.classifier.classes
+        return {'topk': [{'label': int(i), 'class': classes[i] if classes else str(int(i)), 'score': float(v)}
+                         for v, i in zip(values, labels)]}
+
+    def draw(self, image: str | np.ndarray, result: Any, out_file: str | os.PathLike,
+             score_thr: float = 0.3, opacity: float = 0.5) -> None:
+        """Write the segmentation overlay or the detection boxes/masks on the image as a PNG."""
+        import mmcv
+        rgb = mmcv.imread(image, channel_order='rgb')
+        if self.task == 'segmentation':
+            from mmseg.visualization import SegLocalVisualizer
+            vis = SegLocalVisualizer.get_instance('densekit_inference_seg')
+            vis.alpha = opacity
+            vis.set_dataset_meta(self.model.dataset_meta['classes'], self.model.dataset_meta['palette'])
+            vis.add_datasample('result', rgb, result, draw_gt=False, out_file=str(out_file))
+        elif self.task == 'detection':
+            from mmdet.visualization import DetLocalVisualizer
+            vis = DetLocalVisualizer.get_instance('densekit_inference_det')
+            vis.alpha = opacity
+            vis.dataset_meta = self.model.dataset_meta
+            vis.add_datasample('result', rgb, result, draw_gt=False, pred_score_thr=score_thr,
+                               out_file=str(out_file))
+        else:
+            raise ValueError('classification results are written as JSON, not drawn')
+
+
+def init_model(config: str | Config, checkpoint: str | None = None, device: str = 'cpu',
+               cfg_options: dict | None = None) -> Predictor:
+    """Build the config's model with the toolbox of its task and load
+    ``checkpoint`` (weights-only unpickling), which must fit it exactly."""
+    cfg = load_config(config, cfg_options) if not isinstance(config, Config) else config
+    task = task_of(cfg)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        return _init_model(cfg, task, checkpoint, device)
+
+
+def _init_model(cfg: Config, task: str, checkpoint: str | None, device: str) -> Predictor:
+    raw = load_file(checkpoint) if checkpoint else {}
+    state = extract_state_dict(raw) if checkpoint else None
+    if task == 'segmentation':
+        from mmseg.apis import init_model as init_segmentor
+        model = init_segmentor(cfg, checkpoint, device=device)
+    elif task == 'detection':
+        from mmdet.apis import init_detector
+        model = init_detector(cfg, checkpoint, device=device)
+    else:
+        from mmpretrain.apis import ImageClassificationInferencer, get_model
+        model = get_model(cfg, pretrained=checkpoint or False, device=device)
+    if state is not None:
+        _check_fits(model, state, checkpoint, getattr(cfg, 'filename', None) or 'the config')
+    if task != 'classification' and 'dataset_meta' not in raw.get('meta', {}):
+        # mmseg/mmdet would guess the classes from their count (e.g. Cityscapes
+        # for 19); the config's own test dataset knows them
+        model.dataset_meta = _config_dataset_meta(cfg) or getattr(model, 'dataset_meta', None)
+    classifier = ImageClassificationInferencer(model, pretrained=False) if task == 'classification' else None
+    return Predictor(model.eval(), task, cfg.default_scope, classifier)
+
+
+def _config_dataset_meta(cfg: Config) -> dict | None:
+    from mmengine.registry import DATASETS
+    dataset = cfg.get('test_dataloader', {}).get('dataset', {}) if cfg.get('test_dataloader') else {}
+    dataset_cls = DATASETS.get(dataset['type']) if isinstance(dataset.get('type'), str) else None
+    meta = dict(getattr(dataset_cls, 'METAINFO', None) or {})
+    return meta if 'classes' in meta and 'palette' in meta else None
+
+
+def _check_fits(model: nn.Module, state: dict, checkpoint: str, config: str) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}'
+                    for k in set(own) & set(state) if state[k].shape != own[k].shape)
+    problems = [f'{name} ({len(keys)}): {", ".join(keys[:10])}' + (' ...' if len(keys) > 10 else '')
+                for name, keys in (('missing', missing), ('unexpected', unexpected), ('shape mismatch', shapes))
+                if keys]
+    if problems:
+        raise ValueError(f'{checkpoint} does not fit the model of {config}:\n  ' + '\n  '.join(problems))
+
+
+def expand_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
+    """Image files from paths and directories (directories: their images, sorted)."""
+    images = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            images += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            images.append(path)
+        else:
+            raise FileNotFoundError(f'image not found: {path}')
+    if not images:
+        raise FileNotFoundError(f'no images in {", ".join(map(str, paths))}')
+    return images
+
+
+def inference(config: str | Config, checkpoint: str | None, images: Sequence[str | os.PathLike],
+              device: str = 'cpu', out_dir: str | os.PathLike | None = None, topk: int = 5,
+              score_thr: float = 0.3, opacity: float = 0.5, progress: bool = True,
+              cfg_options: dict | None = None) -> list[Any]:
+    """Predict every image (files or directories); see :meth:`Predictor.predict`.
+
+    With ``out_dir``: segmentation and detection write ``<image stem>.png``
+    (overlay, or boxes/masks with score >= ``score_thr``); classification
+    writes ``topk.json``: ``[{'image': path, 'topk': [{'label', 'class', 'score'}]}]``.
+    """
+    predictor = init_model(config, checkpoint, device, cfg_options)
+    paths = expand_images(images)
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    import mmcv
+    results = []
+    for path in _progress(paths, progress):
+        image = mmcv.imread(str(path))  # BGR, as the toolboxes' pipelines expect arrays
+        if image is None:
+            raise ValueError(f'{path}: not a readable image')
+        result = predictor.predict(image, topk)
+        if predictor.task == 'classification':
+            result = {'image': str(path), **result}
+        elif out_dir is not None:
+            predictor.draw(str(path), result, out_dir / f'{path.stem}.png', score_thr, opacity)
+        results.append(result)
+    if out_dir is not None and predictor.task == 'classification':
+        (out_dir / 'topk.json').write_text(json.dumps(results, indent=2))
+    return results
+
+
+def _progress(items: list, enabled: bool):
+    if not enabled:
+        return items
+    from tqdm import tqdm
+    return tqdm(items, desc='inference', unit='image')

@@ -1,0 +1,44 @@
+"""The README's "Bring your own backbone" walkthrough runs as written."""
+import re
+import types
+from pathlib import Path
+
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _block(starting: str) -> str:
+    blocks = re.findall(r'```python\n(.*?)```', (ROOT / 'README.md').read_text(), re.S)
+    return next(b for b in blocks if b.startswith(starting))
+
+
+def test_bring_your_own_backbone(tmp_path):
+    # the backbone module, as if saved to backbones/mynet.py
+    module = types.ModuleType('backbones.mynet')
+    module.__package__ = 'backbones'
+    exec(compile(_block('# backbones/mynet.py'), 'README:mynet.py', 'exec'), module.__dict__)
+    MyNet = module.MyNet
+    net = MyNet().eval()
+    outs = net(torch.randn(1, 3, 97, 130))
+    assert [o.shape[1] for o in outs] == [32, 64, 128, 256]
+    assert net.out_strides == (4, 8, 16, 32)
+
+    # the config, with its _base_ pointing at the shipped config
+    text = _block('# configs/upernet_mynet_ade20k.py').replace(
+        "'upernet_swin_ade20k.py'", repr(str(ROOT / 'configs' / 'upernet_swin_ade20k.py')))
+    (tmp_path / 'upernet_mynet_ade20k.py').write_text(text)
+    cfg = Config.fromfile(str(tmp_path / 'upernet_mynet_ade20k.py'))
+    assert cfg.model.backbone.type == 'densekit.MyNet'
+    assert 'window_size' not in cfg.model.backbone  # _delete_ dropped Swin's keys
+    cfg.model.backbone.init_cfg = None
+    init_default_scope('mmseg')
+    from mmengine.registry import MODELS
+    model = MODELS.build(cfg.model)
+    assert isinstance(model.backbone, MyNet)
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.randn(1, 3, 64, 64), mode='tensor')
+    assert logits.shape == (1, 150, 16, 16)

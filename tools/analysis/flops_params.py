@@ -1,0 +1,43 @@
+#!/usr/bin/env python
+"""Parameters and FLOPs of a config's model and of its backbone, as a table.
+
+    python tools/analysis/flops_params.py configs/upernet_swin_ade20k.py [--shape 512 512]
+
+FLOPs are multiply-adds (mmengine's convention, the papers' "FLOPs"), for one
+image of the given size through the inference path (``mode='tensor'``: no
+post-processing; training-only heads such as mmseg's auxiliary head do not run).
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+import densekit  # noqa: E402,F401
+from densekit.analysis import build_model_from_config, count_complexity  # noqa: E402
+from densekit.cli import user_errors  # noqa: E402
+from densekit.config import load_config  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', help='config file, e.g. configs/upernet_swin_ade20k.py')
+    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
+                        help="input size (default: the config's crop_size, else 224 224)")
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+                        help='override config entries, e.g. model.backbone.arch=small')
+    args = parser.parse_args(argv)
+    with user_errors('flops_params'):
+        cfg = load_config(args.config, args.cfg_options)
+        shape = tuple(args.shape or cfg.get('crop_size') or (224, 224))
+        in_channels = cfg.model.get('backbone', {}).get('in_channels', 3)
+        model = build_model_from_config(cfg)
+        whole = count_complexity(model, (1, in_channels, *shape))
+        print(f'{args.config}, input {in_channels}x{shape[0]}x{shape[1]}; '
+              'FLOPs = multiply-adds (mmengine convention, as in the papers)\n')
+        print(whole.table())
+
+
+if __name__ == '__main__':
+    main()

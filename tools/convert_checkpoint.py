@@ -1,0 +1,51 @@
+#!/usr/bin/env python
+"""Convert an official, timm, mmseg or mmpretrain checkpoint into DenseKit's
+backbone layout, with a report of matched, missing, unexpected and ignored keys.
+
+    python tools/convert_checkpoint.py swin swin_tiny_patch4_window7_224.pth pretrained/swin_t.pth --arch tiny
+    python tools/convert_checkpoint.py levit model.safetensors pretrained/levit_256.pth --arch 256
+    python tools/convert_checkpoint.py swin upernet_swin.pth swin_t.pth --prefix backbone.   # a whole mmseg model
+
+FAMILY_OR_TYPE is a family (swin, vit, mae, vitae, levit, coatnet, convmixer) or
+a type (SwinTransformer). DST ending in .safetensors is written with
+safetensors, else as {'state_dict', 'meta'} that loads with weights_only=True.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import densekit  # noqa: E402,F401
+from densekit.cli import user_errors  # noqa: E402
+from densekit.convert import build_backbone, convert_checkpoint  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('family', metavar='FAMILY_OR_TYPE', help='e.g. swin, vit, levit or SwinTransformer')
+    parser.add_argument('src', help='release checkpoint (.pth, .pt, .bin or .safetensors)')
+    parser.add_argument('dst', help='output file (.pth or .safetensors)')
+    parser.add_argument('--arch', help="variant, e.g. tiny, base, 256, 768_32, 0 (default: the family's)")
+    parser.add_argument('--prefix', help="keep only keys under this prefix, e.g. 'backbone.' for a whole "
+                        'mmseg/mmdet/mmpretrain model')
+    parser.add_argument('--options', nargs='+', action=DictAction, default={}, metavar='KEY=VALUE',
+                        help='other backbone arguments, e.g. out_norm=last img_size=384')
+    parser.add_argument('--strict', action='store_true', help='fail when any backbone weight is missing '
+                        'from the checkpoint or a converted key is not in the backbone')
+    args = parser.parse_args(argv)
+    with user_errors('convert_checkpoint'):
+        if os.path.abspath(args.src) == os.path.abspath(args.dst):
+            raise ValueError(f'{args.dst}: refusing to overwrite the source checkpoint')
+        model = build_backbone(args.family, args.arch, **args.options)
+        report, out = convert_checkpoint(model, args.src, args.dst, prefix=args.prefix, strict=args.strict)
+        print(f'{type(model).__name__}(arch={args.arch or "default"}): matched {report.loaded} of '
+              f'{len(model.state_dict())} backbone tensors; missing {len(report.missing)}, '
+              f'unexpected {len(report.unexpected)}, ignored {len(report.ignored)}')
+        print(report)
+        print(f'wrote {len(out)} tensors to {args.dst}')
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,47 @@
+#!/usr/bin/env python
+"""Run a trained model on images and write what it sees.
+
+    python tools/infer.py configs/upernet_swin_ade20k.py iter_160000.pth demo/*.jpg --out out/ [--device cuda]
+
+Segmentation: <image>.png overlays; detection: <image>.png with boxes and
+masks (score >= --score-thr); classification: out/topk.json with the top-k
+classes per image. IMAGES may be files or directories.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import densekit  # noqa: E402,F401
+from densekit.cli import user_errors  # noqa: E402
+from densekit.inference import inference  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', help='config file the checkpoint was trained with')
+    parser.add_argument('checkpoint', help='checkpoint file (.pth)')
+    parser.add_argument('images', nargs='+', help='image files or directories of images')
+    parser.add_argument('--out', required=True, help='directory for the PNGs / topk.json')
+    parser.add_argument('--device', default='cpu', help="'cpu', 'cuda' or 'cuda:N'")
+    parser.add_argument('--topk', type=int, default=5, help='classes per image (classification)')
+    parser.add_argument('--score-thr', type=float, default=0.3, help='lowest score drawn (detection)')
+    parser.add_argument('--opacity', type=float, default=0.5, help='opacity of masks and overlays')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+                        help='override config entries')
+    args = parser.parse_args(argv)
+    with user_errors('infer'):
+        if args.device.startswith('cuda'):
+            import torch
+            if not torch.cuda.is_available():
+                raise ValueError(f'--device {args.device}: no CUDA device is available here; use --device cpu')
+        results = inference(args.config, args.checkpoint, args.images, device=args.device, out_dir=args.out,
+                            topk=args.topk, score_thr=args.score_thr, opacity=args.opacity,
+                            cfg_options=args.cfg_options)
+        print(f'{len(results)} image(s) -> {args.out}')
+
+
+if __name__ == '__main__':
+    main()
