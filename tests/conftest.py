@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_SEG = ROOT / 'tests' / 'data' / 'tiny_upernet_swin.py'
@@ -42,3 +43,25 @@ def run_main(capsys, tool: str, *args: str) -> tuple[str, str]:
     module.main(list(args))
     captured = capsys.readouterr()
     return captured.out, captured.err
+
+
+def assert_checkpointing_matches(plain, cp, x) -> None:
+    """``cp`` (``with_cp=True``, same weights as ``plain``) gives the same
+    gradients for a training step on ``x``."""
+    for m in (plain, cp):
+        m.train()
+        sum(o.square().mean() for o in m(x)).backward()
+    for (name, a), b in zip(plain.named_parameters(), cp.parameters()):
+        assert torch.allclose(a.grad, b.grad, atol=1e-5), name
+
+
+def assert_drop_path_random_in_training_only(model, x) -> None:
+    """Two training passes with different seeds differ; eval passes are equal."""
+    model.train()
+    torch.manual_seed(1)
+    a = model(x)[-1]
+    torch.manual_seed(2)
+    b = model(x)[-1]
+    assert not torch.allclose(a, b)
+    model.eval()
+    assert torch.equal(model(x)[-1], model(x)[-1])

@@ -7,6 +7,7 @@ from timm.layers import resize_rel_pos_bias_table
 from timm.models.maxxvit import MaxxVit, checkpoint_filter_fn
 
 from backbones.coatnet import CoAtNet, RelPosBias2d
+from conftest import assert_checkpointing_matches, assert_drop_path_random_in_training_only
 
 # S1..S4 widths 16..128, 1-2 blocks per stage, dim_head 32: 2 and 4 heads in S3, S4
 TINY = dict(stem_width=16, embed_dims=(16, 32, 64, 128), depths=(1, 2, 2, 1))
@@ -220,22 +221,11 @@ def test_gradient_checkpointing_gives_same_gradients():
     x = torch.randn(2, 3, 50, 70)  # tables resampled, odd stage maps
     with torch.inference_mode():  # fills the resampling caches: they must still serve training
         plain.eval()(x)
-    for m in (plain, cp):
-        m.train()
-        sum(o.square().mean() for o in m(x)).backward()
-    for (name, a), b in zip(plain.named_parameters(), cp.parameters()):
-        assert torch.allclose(a.grad, b.grad, atol=1e-5), name
+    assert_checkpointing_matches(plain, cp, x)
     assert plain.stages[3].blocks[0].rel_pos.relative_position_bias_table.grad.abs().sum() > 0
 
 
 def test_drop_path_is_stochastic_in_training_only():
     model = CoAtNet(TINY, drop_path_rate=0.5)
     x = torch.randn(1, 3, 64, 64)
-    model.train()
-    torch.manual_seed(1)
-    a = model(x)[-1]
-    torch.manual_seed(2)
-    b = model(x)[-1]
-    assert not torch.allclose(a, b)
-    model.eval()
-    assert torch.equal(model(x)[-1], model(x)[-1])
+    assert_drop_path_random_in_training_only(model, x)

@@ -6,6 +6,7 @@ import timm
 import torch
 
 from backbones.convmixer import ConvMixer
+from conftest import assert_checkpointing_matches
 
 TINY = dict(dim=16, depth=3, kernel_size=5, patch_size=7, act='gelu')
 
@@ -109,11 +110,7 @@ def test_gradient_checkpointing_gives_same_gradients():
     cp = ConvMixer(TINY, out_indices=(1, 2), with_cp=True)
     cp.load_state_dict(plain.state_dict())
     x = torch.randn(2, 3, 35, 42)
-    for m in (plain, cp):
-        m.train()
-        sum(o.square().mean() for o in m(x)).backward()
-    for (name, a), b in zip(plain.named_parameters(), cp.parameters()):
-        assert torch.allclose(a.grad, b.grad, atol=1e-5), name
+    assert_checkpointing_matches(plain, cp, x)
 
 
 def test_config_pairs_backbone_adapter_and_head():

@@ -5,6 +5,7 @@ import timm
 import torch
 
 from backbones.levit import LeViT, resample_bias_table
+from conftest import assert_checkpointing_matches, assert_drop_path_random_in_training_only
 
 TINY = dict(embed_dims=(32, 48, 64), key_dim=8, num_heads=(2, 3, 4), depths=(1, 1, 1))
 ALL = (0, 1, 2, 3, 4)
@@ -323,24 +324,13 @@ def test_gradient_checkpointing_gives_same_gradients():
     cp = LeViT(TINY, out_indices=ALL, with_cp=True)
     cp.load_state_dict(plain.state_dict())
     x = torch.randn(2, 3, 64, 80)
-    for m in (plain, cp):
-        m.train()
-        sum(o.square().mean() for o in m(x)).backward()
-    for (name, a), b in zip(plain.named_parameters(), cp.parameters()):
-        assert torch.allclose(a.grad, b.grad, atol=1e-5), name
+    assert_checkpointing_matches(plain, cp, x)
 
 
 def test_drop_path_is_stochastic_in_training_only():
     model = _randomize(LeViT(TINY, drop_path_rate=0.5))
     x = torch.randn(2, 3, 64, 64)
-    model.train()
-    torch.manual_seed(1)
-    a = model(x)[-1]
-    torch.manual_seed(2)
-    b = model(x)[-1]
-    assert not torch.allclose(a, b)
-    model.eval()
-    assert torch.equal(model(x)[-1], model(x)[-1])
+    assert_drop_path_random_in_training_only(model, x)
 
 
 def test_init_weights_gives_zero_residual_branches():

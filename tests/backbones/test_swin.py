@@ -6,6 +6,7 @@ import timm
 import torch
 
 from backbones import SwinTransformer
+from conftest import assert_checkpointing_matches, assert_drop_path_random_in_training_only
 
 TINY = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
 
@@ -153,21 +154,10 @@ def test_gradient_checkpointing_gives_same_gradients():
     cp = SwinTransformer(arch=TINY, drop_path_rate=0., with_cp=True)
     cp.load_state_dict(plain.state_dict())
     x = torch.randn(2, 3, 64, 64)
-    for m in (plain, cp):
-        m.train()
-        sum(o.square().mean() for o in m(x)).backward()
-    for (name, a), b in zip(plain.named_parameters(), cp.parameters()):
-        assert torch.allclose(a.grad, b.grad, atol=1e-5), name
+    assert_checkpointing_matches(plain, cp, x)
 
 
 def test_drop_path_is_stochastic_in_training_only():
     model = SwinTransformer(arch=TINY, drop_path_rate=0.5)
     x = torch.randn(1, 3, 64, 64)
-    model.train()
-    torch.manual_seed(1)
-    a = model(x)[-1]
-    torch.manual_seed(2)
-    b = model(x)[-1]
-    assert not torch.allclose(a, b)
-    model.eval()
-    assert torch.equal(model(x)[-1], model(x)[-1])
+    assert_drop_path_random_in_training_only(model, x)

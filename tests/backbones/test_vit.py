@@ -5,6 +5,7 @@ import torch
 from timm.layers import resample_abs_pos_embed
 
 from backbones.vit import VisionTransformer
+from conftest import assert_checkpointing_matches, assert_drop_path_random_in_training_only
 
 TINY = dict(embed_dims=32, depth=4, num_heads=2)
 
@@ -191,24 +192,13 @@ def test_gradient_checkpointing_gives_same_gradients():
     cp = VisionTransformer(TINY, out_indices=(1, 3), with_cp=True)
     cp.load_state_dict(plain.state_dict())
     x = torch.randn(2, 3, 48, 64)
-    for m in (plain, cp):
-        m.train()
-        sum(o.square().mean() for o in m(x)).backward()
-    for (name, a), b in zip(plain.named_parameters(), cp.parameters()):
-        assert torch.allclose(a.grad, b.grad, atol=1e-5), name
+    assert_checkpointing_matches(plain, cp, x)
 
 
 def test_drop_path_is_stochastic_in_training_only():
     model = VisionTransformer(TINY, drop_path_rate=0.5)
     x = torch.randn(1, 3, 64, 64)
-    model.train()
-    torch.manual_seed(1)
-    a = model(x)[-1]
-    torch.manual_seed(2)
-    b = model(x)[-1]
-    assert not torch.allclose(a, b)
-    model.eval()
-    assert torch.equal(model(x)[-1], model(x)[-1])
+    assert_drop_path_random_in_training_only(model, x)
     assert model.blocks[0].drop_path1.__class__.__name__ == 'Identity'  # rate 0 for block 0
 
 
