@@ -12,11 +12,12 @@ during the write leaves a truncated file that ``--resume`` then picks;
 """
 from __future__ import annotations
 
+import glob
 import os
 import pickle
 import re
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -66,17 +67,24 @@ def allow_mmengine_checkpoints() -> None:
 def atomic_write(path: str | os.PathLike, mode: str = 'wb'):
     """Open a temporary file next to ``path``; on success fsync it and rename
     it over ``path`` (atomic on POSIX), so ``path`` is always either the old
-    file or the complete new one. On error the temporary file is removed."""
+    file or the complete new one. On error the temporary file is removed; a
+    process killed mid-write cannot do that, so its leftover for the same
+    ``path`` is removed by the next successful write of ``path`` (a resumed
+    run re-saves the checkpoint it died writing)."""
     path = os.fspath(path)
     folder = os.path.dirname(path) or '.'
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + '.', suffix='.tmp')
+    prefix = os.path.basename(path) + '.'
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=prefix, suffix='.tmp')
     try:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        for leftover in glob.glob(os.path.join(glob.escape(folder), glob.escape(prefix) + '*.tmp')):
+            with suppress(FileNotFoundError):
+                os.remove(leftover)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)

@@ -128,6 +128,19 @@ def test_sigkill_while_writing_a_checkpoint_keeps_the_previous_one(runs):
     assert {'state_dict', 'optimizer', 'param_schedulers', 'message_hub', 'rng_state'} <= state.keys()
 
 
+def test_next_save_of_the_same_file_removes_a_killed_writers_leftover(tmp_path):
+    """A SIGKILL mid-save leaves ``iter_2.pth.<random>.tmp``; the resumed run's
+    save of iter_2.pth removes it, and leaves other files' temporaries alone."""
+    from densekit.checkpoint import save_checkpoint_atomic
+    leftover = tmp_path / 'iter_2.pth.k1ll3d.tmp'
+    leftover.write_bytes(b'PK\x03\x04 partial')
+    other = tmp_path / 'iter_3.pth.b2s1.tmp'
+    other.write_bytes(b'another writer')
+    save_checkpoint_atomic({'meta': {'iter': 2}}, str(tmp_path / 'iter_2.pth'))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['iter_2.pth', 'iter_3.pth.b2s1.tmp']
+    assert torch.load(tmp_path / 'iter_2.pth', weights_only=True) == {'meta': {'iter': 2}}
+
+
 def test_last_checkpoint_is_replaced_atomically(tmp_path):
     """CheckpointHook's write of last_checkpoint goes through a temporary
     file: a failure in the middle leaves the old content."""
