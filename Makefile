@@ -2,7 +2,7 @@
 # test suite. Both first set up .venv/ (tools/setup_env.sh; a no-op when done).
 PY := .venv/bin/python
 
-.PHONY: setup demo demo-cls test clean-demo
+.PHONY: setup demo demo-cls demo-det test clean-demo
 
 setup:
 	@bash tools/setup_env.sh
@@ -14,8 +14,12 @@ demo: setup
 demo-cls: setup
 	$(PY) tools/demo.py --task classification
 
+# detection: Mask R-CNN with a small Swin on synthetic COCO-layout data (box and mask mAP)
+demo-det: setup
+	$(PY) tools/demo.py --task detection
+
 test: setup
 	$(PY) -m pytest
 
 clean-demo:
-	rm -rf work_dirs/demo work_dirs/demo_cls data/synthetic_ade data/synthetic_cls
+	rm -rf work_dirs/demo work_dirs/demo_cls work_dirs/demo_det data/synthetic_ade data/synthetic_cls data/synthetic_coco

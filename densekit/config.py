@@ -9,6 +9,7 @@ from typing import Any
 from mmengine.config import Config, ConfigDict
 
 DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+EVALUATORS = ('val_evaluator', 'test_evaluator')
 
 
 class ConfigKeyError(KeyError):
@@ -80,7 +81,17 @@ def load_config(path: str, options: dict | None = None) -> Config:
                 dataset = cfg.get(name, {}).get('dataset', {}) if cfg.get(name) else {}
                 if dataset.get('data_root') == old_root:
                     dataset['data_root'] = new_root
+            # COCO's evaluators read their own copy of the annotation path
+            for name in EVALUATORS:
+                for evaluator in _as_list(cfg.get(name)):
+                    ann_file = evaluator.get('ann_file') if isinstance(evaluator, dict) else None
+                    if isinstance(ann_file, str) and ann_file.startswith(old_root):
+                        evaluator['ann_file'] = osp.join(new_root, ann_file[len(old_root):].lstrip('/'))
     return cfg
+
+
+def _as_list(value) -> list:
+    return value if isinstance(value, list) else [] if value is None else [value]
 
 
 def task_of(cfg: Config) -> str:

@@ -18,11 +18,11 @@ from mmengine.registry import Registry
 SCOPE = 'densekit'
 
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope=SCOPE,
-                  locations=['backbones', 'necks', 'heads'])
+                  locations=['backbones', 'necks', 'heads', 'densekit.distill'])
 DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, scope=SCOPE,
-                    locations=['densekit.datasets', 'densekit.cls_datasets'])
+                    locations=['densekit.datasets', 'densekit.cls_datasets', 'densekit.det_datasets'])
 TRANSFORMS = Registry('transform', parent=MMENGINE_TRANSFORMS, scope=SCOPE,
                       locations=['densekit.datasets', 'densekit.cls_datasets'])
 HOOKS = Registry('hook', parent=MMENGINE_HOOKS, scope=SCOPE, locations=['densekit.hooks'])
 MODEL_WRAPPERS = Registry('model_wrapper', parent=MMENGINE_MODEL_WRAPPERS, scope=SCOPE,
-                          locations=['densekit.distributed'])
+                          locations=['densekit.distributed', 'densekit.fsdp'])

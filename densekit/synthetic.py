@@ -59,7 +59,7 @@ def _stripes(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.sin(2 * np.pi * (xx * np.cos(a) + yy * np.sin(a)) / period + rng.uniform(0, 6.3))
 
 
-def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+def background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) / max(h, w)
     a = rng.uniform(0, 2 * np.pi)
     t = xx * np.cos(a) + yy * np.sin(a)
@@ -79,7 +79,7 @@ def _place(pts: np.ndarray, angle: float, cx: float, cy: float) -> list[np.ndarr
     return [np.round(pts @ rot.T + (cx, cy)).astype(np.int32)]
 
 
-def _shape_mask(rng: np.random.Generator, cls: int, h: int, w: int) -> np.ndarray:
+def shape_mask(rng: np.random.Generator, cls: int, h: int, w: int) -> np.ndarray:
     """Binary mask of one shape of class ``cls`` (1-based shape index)."""
     mask = np.zeros((h, w), np.uint8)
     r = rng.uniform(0.12, 0.45) * min(h, w) / 2  # size is the shape's extent
@@ -115,7 +115,7 @@ def _shape_mask(rng: np.random.Generator, cls: int, h: int, w: int) -> np.ndarra
     return mask.astype(bool)
 
 
-def _shape_colour(rng: np.random.Generator, cls: int, h: int, w: int) -> np.ndarray:
+def shape_colour(rng: np.random.Generator, cls: int, h: int, w: int) -> np.ndarray:
     """Full-frame RGB fill for a shape: base hue + per-instance jitter + texture."""
     texture = _stripes(rng, h, w) if rng.random() < 0.5 else _lowfreq(rng, h, w)[..., 0]
     hsv = np.empty((h, w, 3), np.float32)
@@ -126,12 +126,12 @@ def _shape_colour(rng: np.random.Generator, cls: int, h: int, w: int) -> np.ndar
 
 
 def _sample(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    img = _background(rng, h, w)
+    img = background(rng, h, w)
     label = np.ones((h, w), np.uint8)  # 1 = background
     for _ in range(int(rng.integers(1, 5))):
         cls = int(rng.integers(1, len(CLASSES)))
-        mask = _shape_mask(rng, cls, h, w)
-        img[mask] = _shape_colour(rng, cls, h, w)[mask]  # later shapes occlude earlier ones
+        mask = shape_mask(rng, cls, h, w)
+        img[mask] = shape_colour(rng, cls, h, w)[mask]  # later shapes occlude earlier ones
         label[mask] = cls + 1
     if rng.random() < 0.2:  # ADE-style unlabelled frame, exercises reduce_zero_label
         label[:2], label[-2:], label[:, :2], label[:, -2:] = 0, 0, 0, 0
@@ -167,21 +167,9 @@ def generate_ade_like(root: str | os.PathLike, num_train: int = 400, num_val: in
     params = {'version': _VERSION, 'seed': int(seed), 'num_train': int(num_train),
               'num_val': int(num_val), 'size': [h, w], 'classes': list(CLASSES)}
     marker = root / MARKER
-    if not overwrite and marker.is_file():
-        try:
-            same = json.loads(marker.read_text()).get('params') == params
-        except (ValueError, AttributeError):
-            same = False
-        if same and all(f.is_file() for f in _files(root, params)):
-            return _summary(root, params, generated=False)
-    if overwrite:
-        marker.unlink(missing_ok=True)
-        for kind in ('images', 'annotations'):
-            for split in SPLITS:
-                shutil.rmtree(root / kind / split, ignore_errors=True)
-    elif root.exists() and any(root.iterdir()):
-        raise FileExistsError(f'{root} is not empty and holds no matching synthetic dataset; '
-                              'choose another folder or pass overwrite=True')
+    if reuse_or_clear(marker, params, _files(root, params), overwrite,
+                      [root / kind / split for kind in ('images', 'annotations') for split in SPLITS]):
+        return _summary(root, params, generated=False)
     # One child stream per split and per image: val never shares draws with train,
     # and image i does not depend on how many images were requested.
     for split, split_seq, n in zip(SPLITS, np.random.SeedSequence(seed).spawn(2), (num_train, num_val)):
@@ -195,27 +183,64 @@ def generate_ade_like(root: str | os.PathLike, num_train: int = 400, num_val: in
             ok = ok and cv2.imwrite(str(root / 'annotations' / split / f'{stem}.png'), label)
             if not ok:
                 raise OSError(f'could not write {stem} under {root}')
-    # Marker last, via rename: its presence means every file above was written.
-    tmp = marker.with_suffix('.tmp')
-    tmp.write_text(json.dumps({'params': params, 'counts': {'training': num_train, 'validation': num_val}},
-                              indent=2))
-    os.replace(tmp, marker)
+    write_marker(marker, {'params': params, 'counts': {'training': num_train, 'validation': num_val}})
     return _summary(root, params, generated=True)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(description='Generate a synthetic ADE20K-layout segmentation dataset.')
-    p.add_argument('--out', default='data/synthetic_ade', help='dataset root')
-    p.add_argument('--num-train', type=int, default=400)
-    p.add_argument('--num-val', type=int, default=100)
+def reuse_or_clear(marker: Path, params: dict, files: list[Path], overwrite: bool,
+                   generated_dirs: list[Path]) -> bool:
+    """The generators' shared bookkeeping. True if ``marker``'s folder already
+    holds a complete dataset made with ``params`` (every one of ``files``
+    exists). Otherwise the folder is made ready for writing: with ``overwrite``
+    the marker, ``generated_dirs`` and ``files`` are deleted (nothing else);
+    without it a folder holding anything else is refused (FileExistsError)."""
+    root = marker.parent
+    if not overwrite and marker.is_file():
+        try:
+            same = json.loads(marker.read_text()).get('params') == params
+        except (ValueError, AttributeError):
+            same = False
+        if same and all(f.is_file() for f in files):
+            return True
+    if overwrite:
+        marker.unlink(missing_ok=True)
+        for folder in generated_dirs:
+            shutil.rmtree(folder, ignore_errors=True)
+        for f in files:
+            f.unlink(missing_ok=True)
+    elif root.exists() and any(root.iterdir()):
+        raise FileExistsError(f'{root} is not empty and holds no matching synthetic dataset; '
+                              'choose another folder or pass overwrite=True')
+    return False
+
+
+def write_marker(marker: Path, content: dict) -> None:
+    """Written last, via rename: its presence means every file was written."""
+    tmp = marker.with_suffix('.tmp')
+    tmp.write_text(json.dumps(content, indent=2))
+    os.replace(tmp, marker)
+
+
+def generator_cli(generate, description: str, out: str, num_train: int, num_val: int,
+                  argv: list[str] | None = None) -> dict:
+    """``python -m densekit.synthetic*``: run ``generate`` with the command
+    line's arguments and print its summary."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument('--out', default=out, help='dataset root')
+    p.add_argument('--num-train', type=int, default=num_train)
+    p.add_argument('--num-val', type=int, default=num_val)
     p.add_argument('--size', type=int, nargs=2, default=[128, 128], metavar=('H', 'W'))
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--overwrite', action='store_true', help='replace an existing dataset in --out')
     args = p.parse_args(argv)
-    summary = generate_ade_like(args.out, args.num_train, args.num_val, tuple(args.size),
-                                args.seed, args.overwrite)
+    summary = generate(args.out, args.num_train, args.num_val, tuple(args.size), args.seed, args.overwrite)
     print(json.dumps(summary, indent=2))
     return summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return generator_cli(generate_ade_like, 'Generate a synthetic ADE20K-layout segmentation dataset.',
+                         'data/synthetic_ade', 400, 100, argv)
 
 
 if __name__ == '__main__':

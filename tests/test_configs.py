@@ -26,11 +26,33 @@ def test_config_builds_model(path):
         assert cfg.model.head.in_channels == model.backbone.out_channels[-1]
         assert cfg.model.head.num_classes == cfg.model.data_preprocessor.num_classes
         return
+    if task == 'detection':
+        _check_detection_pyramid(cfg, model)
+        return
     assert task == 'segmentation'
     # isotropic backbones get their pyramid from the adapter neck
     pyramid = model.neck if model.with_neck else model.backbone
     assert list(cfg.model.decode_head.in_channels) == list(pyramid.out_channels)
     assert tuple(pyramid.out_strides) == (4, 8, 16, 32)
+
+
+def _check_detection_pyramid(cfg: Config, model) -> None:
+    """The neck reads the backbone's levels and the heads' strides are the neck's."""
+    if cfg.model.neck.type == 'densekit.SimpleFeaturePyramid':
+        # isotropic backbones: the adapter alone makes the 256-wide levels (ViTDet)
+        assert cfg.model.neck.in_channels == model.backbone.out_channels[-1]
+        strides = list(model.neck.out_strides)
+        assert set(model.neck.out_channels) == {cfg.model.rpn_head.in_channels}
+    else:  # mmdet's FPN: levels from start_level on, extra levels at twice the stride
+        assert list(cfg.model.neck.in_channels) == list(model.backbone.out_channels)
+        strides = list(model.backbone.out_strides)[cfg.model.neck.get('start_level', 0):]
+        while len(strides) < cfg.model.neck.num_outs:
+            strides.append(strides[-1] * 2)
+    head = cfg.model.get('rpn_head') or cfg.model.bbox_head
+    assert list(head.anchor_generator.strides) == strides
+    if 'roi_head' in cfg.model:
+        for extractor in ('bbox_roi_extractor', 'mask_roi_extractor'):
+            assert list(cfg.model.roi_head[extractor].featmap_strides) == strides[:4]
 
 
 def test_swin_variants_follow_the_paper():
@@ -59,6 +81,14 @@ def test_data_root_option_moves_every_dataloader(tmp_path):
         assert cfg[name].dataset.data_root == str(tmp_path)
 
 
+def test_data_root_option_moves_the_coco_evaluators(tmp_path):
+    cfg = load_config(str(ROOT / 'configs' / 'mask-rcnn_swin-t_fpn_1x_coco.py'), {'data_root': str(tmp_path)})
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        assert cfg[name].dataset.data_root == str(tmp_path)
+    for name in ('val_evaluator', 'test_evaluator'):
+        assert cfg[name].ann_file == str(tmp_path / 'annotations' / 'instances_val2017.json')
+
+
 def test_missing_config_file():
     with pytest.raises(FileNotFoundError, match='configs/nope.py'):
         load_config('configs/nope.py')
@@ -78,6 +108,27 @@ def _seg_batch(cfg: Config) -> dict:
                 data_samples=samples)
 
 
+def _det_batch(cfg: Config) -> dict:
+    """Two 64x64 images, each with two objects (box, mask, random class)."""
+    import numpy as np
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData
+    head = cfg.model.roi_head.bbox_head if 'roi_head' in cfg.model else cfg.model.bbox_head
+    boxes = torch.tensor([[8., 16., 40., 48.], [30., 4., 60., 30.]])
+    masks = np.zeros((2, 64, 64), np.uint8)
+    for m, (x1, y1, x2, y2) in zip(masks, boxes.int().tolist()):
+        m[y1:y2, x1:x2] = 1
+    samples = []
+    for _ in range(2):
+        s = DetDataSample(metainfo=dict(img_shape=(64, 64), ori_shape=(64, 64), scale_factor=(1., 1.)))
+        s.gt_instances = InstanceData(bboxes=boxes, labels=torch.randint(0, head.num_classes, (2,)),
+                                      masks=BitmapMasks(masks, 64, 64))
+        samples.append(s)
+    return dict(inputs=[torch.randint(0, 255, (3, 64, 64), dtype=torch.uint8) for _ in range(2)],
+                data_samples=samples)
+
+
 def _cls_batch(cfg: Config) -> dict:
     from mmpretrain.structures import DataSample
     num_classes = cfg.model.head.num_classes
@@ -89,16 +140,23 @@ def _cls_batch(cfg: Config) -> dict:
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: str(p.relative_to(ROOT / 'configs')))
 def test_config_two_training_steps(path):
     """Two optimizer steps of the full model (random init) on a 2-image
-    64x64 batch (classification: with the config's mixup/cutmix): losses
-    are finite and the backbone's weights move."""
+    64x64 batch (classification: with the config's mixup/cutmix; detection:
+    two boxes with masks per image): losses are finite and the backbone's
+    weights move."""
     from mmengine.model import revert_sync_batchnorm
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import MODELS
     cfg = Config.fromfile(str(path))
     init_default_scope(cfg.default_scope)
     cfg.model.backbone.init_cfg = None
+    cfg.model.pop('teacher', None)  # no teacher file in CI either (tests/test_distillation.py)
+    if 'roi_head' in cfg.model:
+        # 64 sampled RoIs per image, not 512: the mask head's CPU time grows
+        # with the positives (up to a quarter of them); the wiring is the same
+        cfg.model.train_cfg.rcnn.sampler.num = 64
     torch.manual_seed(0)
-    batch = _cls_batch(cfg) if task_of(cfg) == 'classification' else _seg_batch(cfg)
+    batch = {'classification': _cls_batch, 'detection': _det_batch,
+             'segmentation': _seg_batch}[task_of(cfg)](cfg)
     model = MODELS.build(cfg.model)
     model.init_weights()
     model = revert_sync_batchnorm(model)
@@ -108,5 +166,7 @@ def test_config_two_training_steps(path):
     for _ in range(2):
         losses = model.train_step(batch, optim)
         assert all(torch.isfinite(v).all() for v in losses.values())
+    if 'roi_head' in cfg.model:  # Mask R-CNN: box and mask branches both trained
+        assert {'loss_rpn_cls', 'loss_bbox', 'loss_mask'} <= set(losses)
     moved = sum(not torch.equal(a, b) for a, b in zip(before, model.backbone.parameters()))
     assert moved > 0.9 * len(before)

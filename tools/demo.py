@@ -5,6 +5,7 @@ and print the score.
 
     python tools/demo.py                          # UPerNet + Swin, ADE20K layout (mIoU, overlays)
     python tools/demo.py --task classification    # ConvMixer, ImageNet layout (top-1/top-5)
+    python tools/demo.py --task detection         # Mask R-CNN + Swin, COCO layout (box/mask mAP, overlays)
 """
 import argparse
 import glob
@@ -22,6 +23,8 @@ TASKS = {
                          work_dir='work_dirs/demo', data='data/synthetic_ade'),
     'classification': dict(config='configs/demo/convmixer-demo_synthetic-cls.py',
                            work_dir='work_dirs/demo_cls', data='data/synthetic_cls'),
+    'detection': dict(config='configs/demo/mask-rcnn_swin-demo_synthetic-coco.py',
+                      work_dir='work_dirs/demo_det', data='data/synthetic_coco'),
 }
 
 
@@ -36,6 +39,10 @@ def generate(task: str, root: str) -> str:
         from densekit.synthetic import generate_ade_like
         s = generate_ade_like(root)
         return f"{s['counts']} synthetic images at {s['size']}"
+    if task == 'detection':
+        from densekit.synthetic_coco import generate_coco_like
+        s = generate_coco_like(root)
+        return f"{s['counts']} synthetic images at {s['size']} with {s['instances']} objects"
     from densekit.synthetic_cls import generate_imagenet_like
     s = generate_imagenet_like(root)
     return f"{s['counts']} synthetic {s['size']}x{s['size']} images"
@@ -44,14 +51,19 @@ def generate(task: str, root: str) -> str:
 def score(task: str, metrics: dict) -> str:
     if task == 'segmentation':
         return (f"mIoU = {metrics['mIoU']:.2f}  (mAcc {metrics['mAcc']:.2f}, aAcc {metrics['aAcc']:.2f})")
+    if task == 'detection':  # COCO AP at IoU .50:.95, as mmdet's CocoMetric reports it
+        return (f"bbox mAP = {metrics['coco/bbox_mAP']:.3f}  segm mAP = {metrics['coco/segm_mAP']:.3f}  "
+                f"(AP50 {metrics['coco/bbox_mAP_50']:.3f} / {metrics['coco/segm_mAP_50']:.3f})")
     return f"top-1 = {metrics['accuracy/top1']:.2f}  top-5 = {metrics['accuracy/top5']:.2f}"
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--task', choices=sorted(TASKS), default='segmentation')
-    parser.add_argument('--work-dir', help='default: work_dirs/demo (segmentation), work_dirs/demo_cls')
-    parser.add_argument('--data', help='default: data/synthetic_ade (segmentation), data/synthetic_cls')
+    parser.add_argument('--work-dir', help='default: work_dirs/demo (segmentation), work_dirs/demo_cls, '
+                        'work_dirs/demo_det')
+    parser.add_argument('--data', help='default: data/synthetic_ade (segmentation), data/synthetic_cls, '
+                        'data/synthetic_coco')
     parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
                         help='passed to tools/train.py and tools/test.py')
     args = parser.parse_args(argv)
@@ -60,13 +72,13 @@ def main(argv=None):
 
     start = time.time()
     print(f'data: {generate(args.task, os.path.join(ROOT, data))} in {data}')
-    options = ['--cfg-options', f'data_root={data}', *args.cfg_options]
+    options = ['--cfg-options', f'data_root={data}', *args.cfg_options]  # moves COCO's evaluators too
     run('tools/train.py', task['config'], '--work-dir', work_dir, *options)
     trained = time.time()
     with open(os.path.join(ROOT, work_dir, 'last_checkpoint')) as f:
         checkpoint = f.read().strip()
     metrics_file = os.path.join(ROOT, work_dir, 'demo_metrics.json')
-    show = ['--show-dir', os.path.join(ROOT, work_dir, 'overlays')] if args.task == 'segmentation' else []
+    show = ['--show-dir', os.path.join(ROOT, work_dir, 'overlays')] if args.task != 'classification' else []
     run('tools/test.py', task['config'], checkpoint, '--work-dir', work_dir, '--out', metrics_file,
         *show, *options)
     with open(metrics_file) as f:
@@ -75,7 +87,7 @@ def main(argv=None):
     print(f'DEMO ({args.task}) {score(args.task, metrics)} on the held-out synthetic split')
     print(f'training {trained - start:.0f} s, total {time.time() - start:.0f} s')
     if show:
-        overlays = glob.glob(os.path.join(show[1], '**', '*.png'), recursive=True)
+        overlays = glob.glob(os.path.join(show[1], '**', '*.[pj][np]g'), recursive=True)
         print(f'{len(overlays)} prediction overlays under {os.path.relpath(show[1], ROOT)}/')
     print('=' * 64)
 
