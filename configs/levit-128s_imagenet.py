@@ -1,8 +1,7 @@
 # LeViT-128S (Graham et al. 2021, Table 3: 7.8M params). The paper's recipe:
 # DeiT's augmentation and AdamW (lr 5e-4 x batch/512, weight decay 0.025), 5 warm-up
-# epochs, cosine, 1000 epochs, with a distillation head. The paper distils from a
-# RegNetY-16GF teacher; none ships here, so both heads learn from the labels
-# (heads/cls_heads.py: LeViTDistilledClsHead).
+# epochs, cosine, 1000 epochs, and DeiT's hard distillation from a RegNetY-16GF
+# teacher (timm regnety_160, DeiT's weights): model.teacher in _base_/models/levit_cls.py.
 _base_ = ['_base_/models/levit_cls.py', '_base_/datasets/imagenet.py', '_base_/schedules/imagenet_300e.py',
           '_base_/default_runtime.py']
 

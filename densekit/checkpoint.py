@@ -24,6 +24,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from mmengine.runner.checkpoint import save_checkpoint as _mmengine_save_checkpoint  # before any rebinding
 from torch import nn
 
 
@@ -95,9 +96,8 @@ def save_checkpoint_atomic(checkpoint: dict, filename: str, file_client_args=Non
                            backend_args=None) -> None:
     """mmengine's ``save_checkpoint``, atomic for local paths (other backends,
     e.g. ``s3://``, go to mmengine's own writer unchanged)."""
-    from mmengine.runner import checkpoint as mm_checkpoint
     if '://' in str(filename) or file_client_args or backend_args:
-        mm_checkpoint.save_checkpoint(checkpoint, filename, file_client_args, backend_args)
+        _mmengine_save_checkpoint(checkpoint, filename, file_client_args, backend_args)
         return
     with atomic_write(filename) as f:
         torch.save(checkpoint, f)

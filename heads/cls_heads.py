@@ -7,6 +7,7 @@ inherit mmpretrain's ``ClsHead`` (loss, accuracy, predictions).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from mmpretrain.models.heads import ClsHead, LeViTClsHead
 from torch import nn
 
@@ -79,10 +80,11 @@ class LeViTDistilledClsHead(LeViTClsHead):
     ``head_dist``, their mean in eval: timm's and the official LeViT), made
     trainable: mmpretrain refuses to train it in distillation mode.
 
-    The paper trains ``head_dist`` on a RegNetY-16GF teacher's hard labels;
-    no teacher ships here, so each head is trained on the ground truth and the
-    loss is the mean of the two (DeiT's loss with the label standing in for
-    the teacher's prediction). Without ``distillation`` it is the plain head.
+    The loss is DeiT's hard distillation (LeViT paper, Sec. 5.1):
+    ``0.5 * loss(head, label) + 0.5 * CE(head_dist, teacher's argmax)``, with
+    the teacher's labels from ``densekit.DistilledImageClassifier``. Without a
+    teacher the label stands in for its prediction (both heads learn the
+    label). Without ``distillation`` it is the plain head.
 
     Input: the (B, C) mean token from a ``GlobalAveragePooling`` neck.
     """
@@ -95,9 +97,16 @@ class LeViTDistilledClsHead(LeViTClsHead):
             return self.head(x)
         return (self.head(x) + self.head_dist(x)) / 2
 
-    def loss(self, feats: tuple[torch.Tensor, ...], data_samples: list) -> dict:
+    def loss(self, feats: tuple[torch.Tensor, ...], data_samples: list,
+             teacher_labels: torch.Tensor | None = None) -> dict:
+        """``teacher_labels``: (B,) class indices, the teacher's argmax.
+        Returns ``loss`` (no teacher) or the two halves ``loss_cls`` and
+        ``loss_dist`` (mmengine sums every ``loss*`` key)."""
         if not self.distillation:
             return super().loss(feats, data_samples)
         x = self.pre_logits(feats)
-        losses = [self._get_loss(head(x), data_samples) for head in (self.head, self.head_dist)]
-        return {'loss': (losses[0]['loss'] + losses[1]['loss']) / 2}
+        loss_cls = self._get_loss(self.head(x), data_samples)['loss']
+        if teacher_labels is None:
+            return {'loss': (loss_cls + self._get_loss(self.head_dist(x), data_samples)['loss']) / 2}
+        # DeiT's hard distillation: plain cross-entropy, no smoothing, no mixing
+        return {'loss_cls': loss_cls / 2, 'loss_dist': F.cross_entropy(self.head_dist(x), teacher_labels) / 2}

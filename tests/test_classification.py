@@ -209,6 +209,7 @@ def tiny_run_cfg(variant: str, root: Path, work_dir: Path) -> Config:
     type) on the tiny synthetic data at 64x64, 2 iterations then validation."""
     from densekit.synthetic_cls import CLASSES
     cfg = Config.fromfile(str(CONFIGS / f'{variant}_imagenet.py'))
+    cfg.model.pop('teacher', None)  # LeViT's distillation teacher: tests/test_distillation.py
     cfg.model.data_preprocessor.num_classes = cfg.model.head.num_classes = len(CLASSES)
     cfg.train_pipeline[1].scale = 64
     cfg.test_pipeline[1].scale, cfg.test_pipeline[2].crop_size = 73, 64
