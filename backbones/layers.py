@@ -1,7 +1,7 @@
 """Layers shared by several backbone families (the rest come from timm.layers)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from timm.layers import PatchEmbed as TimmPatchEmbed
@@ -39,3 +39,25 @@ def init_transformer_weights(module: nn.Module) -> None:
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def cached_for_inference(module: nn.Module, key: tuple, table: torch.Tensor,
+                         compute: Callable[[], torch.Tensor], size: int = 4) -> torch.Tensor:
+    """``compute()`` memoised on ``module`` per ``key`` while no gradient is
+    recorded (inference), as timm and mmpretrain keep LeViT's attention
+    biases in eval mode.
+
+    For a bias that a learned ``table`` gives per map size: entries are keyed
+    on the table's device, dtype, storage and version counter, so moving the
+    module or loading weights (an in-place copy) recomputes them; training
+    and ``torch.compile`` always compute. At most ``size`` sizes are kept.
+    """
+    if torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return compute()
+    cache = module.__dict__.setdefault('_inference_cache', {})  # not a buffer: never saved
+    full = (key, table.device, table.dtype, table.data_ptr(), table._version)
+    if full not in cache:
+        if len(cache) >= size:
+            cache.pop(next(iter(cache)))
+        cache[full] = compute()
+    return cache[full]

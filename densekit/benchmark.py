@@ -1,0 +1,579 @@
+"""Speed and memory of a config's backbone, beside the peer implementations of
+the same architecture (timm, mmseg, mmdet, mmpretrain), for ``tools/benchmark.py``.
+
+What is measured, per model, on one random batch:
+
+* **forward**: ``model(x)`` without gradients (eval mode);
+* **train step**: forward in train mode, a loss (the sum of the outputs'
+  means), backward, a fused ``AdamW.step()`` and ``zero_grad``.
+
+Fairness rules (the numbers are only ratios between models run alike):
+
+* same architecture: each peer is built from *our* model's widths, depths and
+  heads, and where our ``checkpoint_filter`` reads the peer's layout its
+  weights are loaded into ours (``weights`` column: every tensor placed), so
+  the two are the same network tensor for tensor; otherwise parameter counts
+  are compared. Stochastic depth and dropout are off in both (random work).
+* same outputs: a multi-level config (segmentation) asks every model for the
+  same levels as NCHW maps (timm: ``forward_intermediates``); a one-level one
+  (classification) for the final features (timm: ``forward_features``).
+* interleaved: after one warm-up (and one memory-profiled run) per model,
+  repetition ``i`` runs every model once (ours, peer 1, peer 2, ...) before
+  repetition ``i + 1``, so load from other processes hits all alike; a time
+  is the median over repetitions, a ratio the median of the per-repetition
+  ratios.
+* peak memory: CUDA ``torch.cuda.max_memory_allocated``; CPU: the torch
+  profiler's allocation events (``profile_memory=True``): the highest total of
+  live tensor bytes allocated during the run, above what was live before it
+  (weights, and AdamW state after the warm-up, are not counted). That is what
+  tensors need, not the process RSS (allocator caching is not included).
+
+Achieved GFLOP/s use our FLOP count (``densekit.analysis``: multiply-adds,
+times 2 for FLOPs; a train step counted as 3 forwards) against the matrix-
+multiply peak measured in the same run (a large GEMM in the same dtype).
+"""
+from __future__ import annotations
+
+import math
+import os
+import statistics
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+# The families and what each is compared with. Each builder gets our model and
+# the input (H, W) and returns a module whose forward does the same work.
+PeerBuilder = Callable[[nn.Module, tuple[int, int]], nn.Module]
+
+# configs of the full table (``--suite``): task -> (config, input H=W, batch)
+SUITE = {
+    'seg': (('configs/upernet_swin_ade20k.py', 512, 1),
+            ('configs/upernet_vit-b16_ade20k.py', 512, 1),
+            ('configs/upernet_mae-vit-b16_ade20k.py', 512, 1),
+            ('configs/upernet_vitae-s_ade20k.py', 512, 1),
+            ('configs/upernet_levit-256_ade20k.py', 512, 1),
+            ('configs/upernet_coatnet-0_ade20k.py', 512, 1),
+            ('configs/upernet_convmixer-1536-20_ade20k.py', 512, 1)),
+    'cls': (('configs/swin-t_imagenet.py', 224, 1),
+            ('configs/levit-256_imagenet.py', 224, 1),
+            ('configs/coatnet-0_imagenet.py', 224, 1),
+            ('configs/vit-b16_imagenet.py', 224, 1),
+            ('configs/vitae-s_imagenet.py', 224, 1),
+            ('configs/convmixer-768-32_imagenet.py', 224, 1)),
+}
+
+
+# -- peers ---------------------------------------------------------------------
+
+
+class TimmFeatures(nn.Module):
+    """A timm model called the way our backbone is: the NCHW maps of stages
+    ``indices`` (``forward_intermediates``), or the final features
+    (``forward_features``) when ``indices`` is None."""
+
+    def __init__(self, model: nn.Module, indices: Sequence[int] | None = None, norm: bool = False):
+        super().__init__()
+        self.model = model
+        self.indices = list(indices) if indices is not None else None
+        self.norm = norm
+
+    def forward(self, x: torch.Tensor):
+        if self.indices is None:
+            return self.model.forward_features(x)
+        return self.model.forward_intermediates(x, indices=self.indices, norm=self.norm, stop_early=True,
+                                                intermediates_only=True)
+
+
+def _multi(ours: nn.Module) -> bool:
+    return len(ours.out_indices) > 1
+
+
+def _swin_arch(ours) -> dict:
+    return dict(embed_dims=ours.level_channels[0], depths=[len(s.blocks) for s in ours.stages],
+                num_heads=[s.blocks[0].attn.num_heads for s in ours.stages],
+                window_size=ours.stages[0].blocks[0].window)
+
+
+def _swin_peers(ours, size) -> dict[str, PeerBuilder]:
+    a = _swin_arch(ours)
+
+    def timm_swin(ours, size):
+        from timm.models.swin_transformer import SwinTransformer
+        m = SwinTransformer(img_size=size, embed_dim=a['embed_dims'], depths=a['depths'], num_heads=a['num_heads'],
+                            window_size=a['window_size'], num_classes=0, strict_img_size=False, drop_path_rate=0.)
+        return TimmFeatures(m, list(ours.out_indices) if _multi(ours) else None)
+
+    def mm_swin(module_path):
+        def build(ours, size):
+            import importlib
+            cls = importlib.import_module(module_path).SwinTransformer
+            return cls(pretrain_img_size=224, embed_dims=a['embed_dims'], depths=a['depths'],
+                       num_heads=a['num_heads'], window_size=a['window_size'], out_indices=ours.out_indices,
+                       drop_path_rate=0.)
+        return build
+
+    def mmpretrain_swin(ours, size):
+        from mmpretrain.models.backbones import SwinTransformer
+        return SwinTransformer(arch=dict(embed_dims=a['embed_dims'], depths=a['depths'], num_heads=a['num_heads']),
+                               img_size=size, window_size=a['window_size'], out_indices=ours.out_indices,
+                               pad_small_map=True, drop_path_rate=0.)
+
+    return {'timm': timm_swin, 'mmseg': mm_swin('mmseg.models.backbones.swin'), 'mmpretrain': mmpretrain_swin,
+            'mmdet': mm_swin('mmdet.models.backbones.swin')}
+
+
+def _vit_peers(ours, size) -> dict[str, PeerBuilder]:
+    C, depth = ours.level_channels[0], ours.num_levels
+    heads, p = ours.blocks[0].attn.num_heads, ours.patch_size
+    hidden = ours.blocks[0].mlp.fc1.out_features
+    grid = tuple(g * p for g in ours.grid_size)
+    multi = ours.out_type == 'featmap'
+    final_norm = ours.out_norm is not None
+
+    def timm_vit(ours, size):
+        from timm.models.vision_transformer import VisionTransformer
+        m = VisionTransformer(img_size=grid, patch_size=p, embed_dim=C, depth=depth, num_heads=heads,
+                              mlp_ratio=hidden / C, num_classes=0, dynamic_img_size=True, drop_path_rate=0.)
+        return TimmFeatures(m, list(ours.out_indices) if multi else None, norm=ours.out_norm == 'all')
+
+    def mmseg_vit(ours, size):
+        from mmseg.models.backbones import VisionTransformer
+        return VisionTransformer(img_size=grid, patch_size=p, embed_dims=C, num_layers=depth, num_heads=heads,
+                                 mlp_ratio=hidden // C, out_indices=ours.out_indices, patch_bias=True,
+                                 final_norm=final_norm, output_cls_token=not multi, drop_path_rate=0.)
+
+    def mmpretrain_vit(ours, size):
+        from mmpretrain.models.backbones import VisionTransformer
+        return VisionTransformer(arch=dict(embed_dims=C, num_layers=depth, num_heads=heads,
+                                           feedforward_channels=hidden),
+                                 img_size=grid, patch_size=p, out_indices=ours.out_indices, final_norm=final_norm,
+                                 out_type='featmap' if multi else 'cls_token', drop_path_rate=0.)
+
+    return {'timm': timm_vit, 'mmseg': mmseg_vit, 'mmpretrain': mmpretrain_vit}
+
+
+def _levit_arch(ours) -> dict:
+    stages = ours.stages
+    return dict(embed_dims=[s.blocks[0].attn.qkv.linear.in_features for s in stages],
+                key_dim=stages[0].blocks[0].attn.key_dim,
+                num_heads=[s.blocks[0].attn.num_heads for s in stages],
+                depths=[len(s.blocks) for s in stages])
+
+
+def _levit_peers(ours, size) -> dict[str, PeerBuilder]:
+    # our levels 0/1 are stem maps, 2.. the stages: a peer runs the stem and
+    # the same number of stages
+    n_stages = len(ours.stages)
+    full = n_stages == 3
+
+    def timm_levit(conv: bool):
+        def build(ours, size):
+            from timm.models.levit import Levit
+            arch = ours_arch = _levit_arch(ours)
+            if not full:  # timm builds 3 stages; give the unused one a minimal depth, never run
+                arch = dict(ours_arch, embed_dims=ours_arch['embed_dims'] + [ours_arch['embed_dims'][-1]],
+                            num_heads=ours_arch['num_heads'] + [ours_arch['num_heads'][-1]],
+                            depths=ours_arch['depths'] + [1])
+            m = Levit(img_size=size, embed_dim=tuple(arch['embed_dims']), key_dim=arch['key_dim'],
+                      num_heads=tuple(arch['num_heads']), depth=tuple(arch['depths']), num_classes=0,
+                      use_conv=conv, drop_path_rate=0.)
+            return TimmFeatures(m, None if full else list(range(n_stages)))
+        return build
+
+    def mmpretrain_levit(ours, size):
+        from mmpretrain.models.backbones import LeViT
+        arch = _levit_arch(ours)
+        if not full:
+            raise ValueError('mmpretrain LeViT always builds 3 stages')
+        # a named arch only: mmpretrain 1.2's custom-dict path asserts 'embed_dim' then reads 'embed_dims'
+        want = dict(embed_dims=arch['embed_dims'], num_heads=arch['num_heads'], depths=arch['depths'],
+                    key_dims=[arch['key_dim']] * len(arch['depths']))
+        names = [n for n, a in LeViT.arch_zoo.items() if all(list(a[k]) == v for k, v in want.items())]
+        if not names:
+            raise ValueError(f'mmpretrain LeViT has no named arch {want}')
+        return LeViT(arch=names[0], img_size=size[0], out_indices=(2,), drop_path_rate=0.)  # square inputs
+
+    peers = {'timm': timm_levit(False), 'timm (levit_conv)': timm_levit(True)}
+    if full:
+        peers['mmpretrain'] = mmpretrain_levit
+    return peers
+
+
+def _coatnet_peers(ours, size) -> dict[str, PeerBuilder]:
+    def timm_coatnet(ours, size):
+        from timm.models.maxxvit import MaxxVit
+        m = MaxxVit(ours.cfg, img_size=size, num_classes=0, drop_path_rate=0.)
+        # timm's feature indices: 0 the stem, 1..4 the stages
+        return TimmFeatures(m, [i + 1 for i in ours.out_indices] if _multi(ours) else None)
+
+    return {'timm': timm_coatnet}
+
+
+def _convmixer_peers(ours, size) -> dict[str, PeerBuilder]:
+    stem = ours.stem[0]
+    dim, p = stem.out_channels, stem.kernel_size[0]
+    k = ours.blocks[0][0].fn[0].kernel_size[0]
+    act = type(ours.stem[1])
+    # a peer runs as many blocks as our last output needs
+    used = max(ours.out_indices) + 1
+
+    def timm_convmixer(ours, size):
+        from timm.models.convmixer import ConvMixer
+        return TimmFeatures(ConvMixer(dim, used, kernel_size=k, patch_size=p, num_classes=0, act_layer=act))
+
+    def mmpretrain_convmixer(ours, size):
+        from mmpretrain.models.backbones import ConvMixer
+        return ConvMixer(arch=dict(embed_dims=dim, depth=used, patch_size=p, kernel_size=k),
+                         act_cfg=dict(type='GELU' if act is nn.GELU else 'ReLU'),
+                         out_indices=list(ours.out_indices), frozen_stages=-1)
+
+    peers = {'mmpretrain': mmpretrain_convmixer}
+    if not _multi(ours):  # timm's ConvMixer has no forward_intermediates
+        peers = {'timm': timm_convmixer, **peers}
+    return peers
+
+
+# family -> peer builders. ViTAE has no installable implementation to compare with.
+PEERS: dict[str, Callable[[nn.Module, tuple[int, int]], dict[str, PeerBuilder]]] = {
+    'SwinTransformer': _swin_peers,
+    'VisionTransformer': _vit_peers,
+    'MAEViT': _vit_peers,
+    'LeViT': _levit_peers,
+    'CoAtNet': _coatnet_peers,
+    'ConvMixer': _convmixer_peers,
+    'ViTAE': lambda ours, size: {},
+}
+
+
+# -- measuring -----------------------------------------------------------------
+
+
+@dataclass
+class ModelResult:
+    """One model's numbers; times in seconds per batch, memory in bytes."""
+    name: str
+    params: int
+    weights: str
+    forward_s: list[float] = field(default_factory=list)
+    train_s: list[float] = field(default_factory=list)
+    forward_peak: int = 0
+    train_peak: int = 0
+
+    @property
+    def forward(self) -> float:
+        return statistics.median(self.forward_s)
+
+    @property
+    def train(self) -> float:
+        return statistics.median(self.train_s)
+
+
+@dataclass
+class Benchmark:
+    """All models of one config at one input, and the context to read them in."""
+    config: str
+    family: str
+    shape: tuple[int, int, int, int]
+    device: str
+    amp: str
+    threads: int
+    flops: int  # multiply-adds of one forward of the batch (ours)
+    matmul_peak: float  # FLOP/s of a large GEMM in the compute dtype
+    load: str
+    results: list[ModelResult]
+    skipped: dict[str, str] = field(default_factory=dict)  # peer -> why it could not run
+
+    @property
+    def ours(self) -> ModelResult:
+        return self.results[0]
+
+    def ratios(self) -> dict[str, dict[str, float]]:
+        """ours / peer for forward and train-step time and peak memory (below
+        1: ours is faster / smaller). A time ratio is the median over
+        repetitions of ours / peer within the repetition: the two ran moments
+        apart, so a burst of load from elsewhere cancels out."""
+        o = self.ours
+
+        def paired(a: list[float], b: list[float]) -> float:
+            return statistics.median(x / y for x, y in zip(a, b))
+
+        return {p.name: dict(forward=paired(o.forward_s, p.forward_s), train=paired(o.train_s, p.train_s),
+                             forward_mem=o.forward_peak / max(p.forward_peak, 1),
+                             train_mem=o.train_peak / max(p.train_peak, 1))
+                for p in self.results[1:]}
+
+    def gflops(self, r: ModelResult) -> tuple[float, float]:
+        """Achieved GFLOP/s (forward, train step) from our FLOP count."""
+        return 2 * self.flops / r.forward / 1e9, 6 * self.flops / r.train / 1e9
+
+    def table(self) -> str:
+        B, C, H, W = self.shape
+        lines = [f'### {self.config}: {self.family}, input {B}x{C}x{H}x{W}, {self.device}, '
+                 f'{self.amp}, {self.threads} threads',
+                 f'forward {self.flops / 1e9:.2f} GMACs (ours); matmul peak {self.matmul_peak / 1e9:.1f} GFLOP/s; '
+                 f'load {self.load}', '',
+                 '| model | params | weights | fwd img/s | train img/s | fwd GFLOP/s (% peak) | '
+                 'fwd peak MB | train peak MB | fwd ratio | train ratio | fwd mem ratio | train mem ratio |',
+                 '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
+        ratios = self.ratios()
+        for r in self.results:
+            fg, _ = self.gflops(r)
+            q = ratios.get(r.name)
+            cells = (f'{q["forward"]:.2f} | {q["train"]:.2f} | {q["forward_mem"]:.2f} | {q["train_mem"]:.2f}'
+                     if q else '- | - | - | -')
+            lines.append(f'| {r.name} | {r.params / 1e6:.2f} M | {r.weights} | {B / r.forward:.2f} | '
+                         f'{B / r.train:.2f} | {fg:.1f} ({100 * fg * 1e9 / self.matmul_peak:.0f}%) | '
+                         f'{r.forward_peak / 2**20:.0f} | {r.train_peak / 2**20:.0f} | {cells} |')
+        for name, why in self.skipped.items():
+            lines.append(f'| {name} | | not run: {why} | | | | | | | | | |')
+        lines.append('\nratio = ours / peer (time per batch, peak memory): below 1.00 ours is faster / smaller.')
+        return '\n'.join(lines)
+
+
+def machine_load() -> str:
+    """The 1/5/15-minute load averages (as ``uptime`` prints them) and the CPU count."""
+    one, five, fifteen = os.getloadavg()
+    return f'{one:.2f} {five:.2f} {fifteen:.2f} (uptime; {os.cpu_count()} CPUs)'
+
+
+def autocast(device: str, amp: str):
+    """The autocast context for ``amp`` ('fp32': none, 'bf16', 'fp16')."""
+    if amp == 'fp32':
+        return nullcontext()
+    return torch.autocast(device, dtype={'bf16': torch.bfloat16, 'fp16': torch.float16}[amp])
+
+
+def matmul_peak(device: str, amp: str, n: int = 2048, reps: int = 3) -> float:
+    """FLOP/s of the best of ``reps`` n x n x n GEMMs (2 n^3 FLOPs) in the compute dtype."""
+    dtype = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}[amp]
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    best = math.inf
+    for _ in range(reps + 1):  # the first one warms up
+        _sync(device)
+        t = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n ** 3 / best
+
+
+def _sync(device: str) -> None:
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+
+
+def _outputs(out) -> list[torch.Tensor]:
+    if isinstance(out, torch.Tensor):
+        return [out]
+    return [t for o in out for t in _outputs(o)]
+
+
+class Runner:
+    """Forward and train step of one model on one input, timed or memory-profiled."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, device: str, amp: str):
+        self.model, self.x, self.device, self.amp = model, x, device, amp
+        # fused AdamW (one kernel over all parameters, CPU and CUDA): the per-tensor
+        # loop costs as much as a batch-1 backward on CPU and would dilute every ratio
+        self.opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6, fused=True)
+        # fp16 needs loss scaling; bf16 and fp32 do not
+        self.scaler = torch.amp.GradScaler(device, enabled=amp == 'fp16')
+
+    def forward(self) -> None:
+        self.model.eval()
+        with torch.no_grad(), autocast(self.device, self.amp):
+            self.model(self.x)
+
+    def train_step(self) -> None:
+        self.model.train()
+        with autocast(self.device, self.amp):
+            loss = sum(t.float().mean() for t in _outputs(self.model(self.x)))
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.opt.zero_grad(set_to_none=True)
+
+    def time(self, step: Callable[[], None]) -> float:
+        _sync(self.device)
+        t = time.perf_counter()
+        step()
+        _sync(self.device)
+        return time.perf_counter() - t
+
+    def peak_memory(self, step: Callable[[], None]) -> int:
+        """Peak bytes of tensors allocated by ``step`` above those live before it."""
+        if self.device.startswith('cuda'):
+            torch.cuda.synchronize()
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            step()
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_allocated() - base
+        return cpu_peak_memory(step)
+
+
+def cpu_peak_memory(step: Callable[[], None]) -> int:
+    """Peak live bytes of CPU tensors allocated while ``step`` runs, from the
+    torch profiler's memory records: each op's own (self) allocations minus
+    frees, and the frees outside any op (``[memory]``), summed in time order."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    changes = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events()
+                     if e.self_cpu_memory_usage)
+    live = peak = 0
+    for _, delta in changes:
+        live += delta
+        peak = max(peak, live)
+    return peak
+
+
+def interleaved(runners: Sequence[Runner], results: Sequence[ModelResult], reps: int) -> None:
+    """Warm up and profile memory once per model, then ``reps`` rounds of
+    ours, peer 1, peer 2, ... for forward, then the same for train steps."""
+    for run, res in zip(runners, results):
+        run.forward()
+        res.forward_peak = run.peak_memory(run.forward)
+        run.train_step()  # AdamW state exists from here on
+        res.train_peak = run.peak_memory(run.train_step)
+    for _ in range(reps):
+        for run, res in zip(runners, results):
+            res.forward_s.append(run.time(run.forward))
+        for run, res in zip(runners, results):
+            res.train_s.append(run.time(run.train_step))
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_ours(cfg) -> nn.Module:
+    """The config's backbone, random weights, stochastic depth and dropout off."""
+    from mmengine.registry import MODELS, init_default_scope
+
+    from densekit.config import task_of
+    task_of(cfg)
+    init_default_scope(cfg.default_scope)
+    bcfg = cfg.model.get('backbone')
+    if not isinstance(bcfg, dict):
+        raise KeyError(f'{cfg.filename}: model.backbone is missing; the benchmark compares backbones')
+    bcfg = dict(bcfg, init_cfg=None)
+    for key in ('drop_path_rate', 'drop_rate', 'attn_drop_rate'):
+        if key in bcfg:
+            bcfg[key] = 0.
+    model = MODELS.build(bcfg)
+    model.reset_parameters()  # the family's random init, without mmengine's per-tensor log
+    return model
+
+
+def family_of(model: nn.Module) -> str:
+    name = type(model).__name__
+    if name not in PEERS:
+        raise KeyError(f'benchmark: no peer mapping for backbone {name}; known: {sorted(PEERS)}')
+    return name
+
+
+def build_peers(ours: nn.Module, size: tuple[int, int], only: Sequence[str] | None = None
+                ) -> tuple[list[tuple[str, nn.Module, str]], dict[str, str]]:
+    """The peers of ``ours`` as (name, model, weights note), and those that
+    could not be built with the reason. Each convertible peer's weights are
+    loaded into ``ours`` through its ``checkpoint_filter``: all of ours placed
+    means the same architecture, tensor for tensor."""
+    builders = PEERS[family_of(ours)](ours, size)
+    if only is None:  # mmdet's Swin is a copy of mmseg's: only on request
+        only = [name for name in builders if name != 'mmdet']
+    unknown = set(only) - set(builders)
+    if unknown:
+        raise KeyError(f'benchmark: unknown peer(s) {sorted(unknown)} for {type(ours).__name__}; '
+                       f'available: {sorted(builders)}')
+    builders = {k: v for k, v in builders.items() if k in only}
+    peers, skipped = [], {}
+    for name, build in builders.items():
+        try:
+            peer = build(ours, size)
+        except (ImportError, ValueError, TypeError, AssertionError) as err:
+            skipped[name] = f'{type(err).__name__}: {err}'
+            continue
+        peers.append((name, peer, weights_note(ours, peer)))
+    return peers, skipped
+
+
+def weights_note(ours: nn.Module, peer: nn.Module) -> str:
+    """'copied (n/n)' when the peer's weights fill every one of our tensors, else
+    the parameter counts (a layout our converter does not read)."""
+    inner = peer.model if isinstance(peer, TimmFeatures) else peer
+    try:
+        report = ours.load_pretrained_state(inner.state_dict())
+    except (ValueError, KeyError, RuntimeError) as err:
+        return f'not convertible ({type(err).__name__}); params {count_params(inner) / 1e6:.2f} M'
+    total = len(ours.state_dict())
+    if not report.missing and not report.unexpected:
+        return f'copied ({report.loaded}/{total})'
+    extra = count_params(ours) - count_params(inner)
+    return (f'partly copied ({report.loaded}/{total}, {len(report.missing)} missing); '
+            + (f'ours has {extra:+d} params' if extra else 'params equal'))
+
+
+def run_benchmark(config: str, size: int | None = None, batch: int = 1, device: str = 'cpu', amp: str = 'fp32',
+                  reps: int = 3, peers: Sequence[str] | None = None, threads: int | None = None,
+                  cfg_options: dict | None = None) -> Benchmark:
+    """Measure ``config``'s backbone and its peers on a random (batch, 3, size, size) input."""
+    from densekit.analysis import count_complexity
+    from densekit.config import load_config
+
+    if amp not in ('fp32', 'bf16', 'fp16'):
+        raise ValueError(f"benchmark: amp must be 'fp32', 'bf16' or 'fp16', got {amp!r}")
+    if device.startswith('cuda') and not torch.cuda.is_available():
+        raise ValueError(f'benchmark: device {device!r} requested but CUDA is not available')
+    if reps < 1 or batch < 1:
+        raise ValueError(f'benchmark: reps and batch must be >= 1, got reps={reps}, batch={batch}')
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = load_config(config, cfg_options)
+    if size is None:
+        crop = cfg.get('crop_size') or (224, 224)
+        size = crop[0]
+    torch.manual_seed(0)
+    ours = build_ours(cfg)
+    hw = (size, size)
+    in_ch = cfg.model.backbone.get('in_channels', 3)
+    flops = count_complexity(ours, (1, in_ch, *hw)).flops[''] * batch
+    built, skipped = build_peers(ours, hw, peers)
+    models = [('densekit', ours, 'ours')] + built
+    x = torch.randn(batch, in_ch, *hw, device=device)
+    results, runners = [], []
+    for name, model, note in models:
+        model.to(device)
+        results.append(ModelResult(name, count_params(model.model if isinstance(model, TimmFeatures) else model),
+                                   note))
+        runners.append(Runner(model, x, device, amp))
+    # the best GEMM before and after the runs: other processes' load varies
+    peak = matmul_peak(device, amp)
+    interleaved(runners, results, reps)
+    peak = max(peak, matmul_peak(device, amp))
+    return Benchmark(config, family_of(ours), (batch, in_ch, *hw), device, amp, torch.get_num_threads(), flops,
+                     peak, machine_load(), results, skipped)
+
+
+def summary(benches: Sequence[Benchmark]) -> str:
+    """One line per config: ours / fastest peer and ours / each mm* peer."""
+    lines = ['| config | family | input | peer | fwd ratio | train ratio | fwd mem ratio | train mem ratio | '
+             'ours fwd img/s | ours train img/s | ours fwd % peak |',
+             '|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|']
+    for b in benches:
+        B, _, H, W = b.shape
+        o = b.ours
+        fg, _ = b.gflops(o)
+        own = f'{B / o.forward:.2f} | {B / o.train:.2f} | {100 * fg * 1e9 / b.matmul_peak:.0f}%'
+        name = os.path.basename(b.config)
+        rows = b.ratios() or {'(no peer)': None}
+        for peer, q in rows.items():
+            cells = (f'{q["forward"]:.2f} | {q["train"]:.2f} | {q["forward_mem"]:.2f} | {q["train_mem"]:.2f}'
+                     if q else '- | - | - | -')
+            lines.append(f'| {name} | {b.family} | {B}x{H}x{W} | {peer} | {cells} | {own} |')
+    return '\n'.join(lines)

@@ -1,0 +1,68 @@
+#!/usr/bin/env python
+"""Throughput, peak memory and achieved GFLOP/s of a config's backbone, beside
+the peer implementations of the same architecture (timm, mmseg, mmdet,
+mmpretrain), with ours/peer ratios.
+
+    python tools/benchmark.py configs/upernet_swin_ade20k.py              # 512x512 (crop_size), batch 1
+    python tools/benchmark.py configs/swin-t_imagenet.py --size 224 --batch 4 --amp bf16
+    python tools/benchmark.py --suite all --reps 2                        # every family: 512 seg, 224 cls
+
+Forward = no-grad eval forward; train step = forward, backward, AdamW step.
+Repetitions are interleaved across models (ours, peer 1, ...), medians are
+reported; see densekit/benchmark.py for how each figure is measured.
+"""
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the profiler (CPU memory) is chatty on stderr
+
+import densekit  # noqa: E402,F401
+from densekit.benchmark import SUITE, run_benchmark, summary  # noqa: E402
+from densekit.cli import user_errors  # noqa: E402
+from mmengine.config import DictAction  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', nargs='*', help='config file(s), e.g. configs/upernet_swin_ade20k.py')
+    parser.add_argument('--suite', choices=['all', *SUITE], help='run a whole table: ' + '; '.join(
+        f'{task}: ' + ', '.join(f'{os.path.basename(c)}@{s} batch {b}' for c, s, b in jobs)
+        for task, jobs in SUITE.items()))
+    parser.add_argument('--size', type=int, help="square input side (default: the config's crop_size, else 224)")
+    parser.add_argument('--batch', type=int, default=1, help='batch size (default 1)')
+    parser.add_argument('--device', default='cpu', help='cpu | cuda | cuda:N')
+    parser.add_argument('--amp', choices=['fp32', 'bf16', 'fp16'], default='fp32',
+                        help='autocast dtype (fp16 uses a GradScaler in the train step)')
+    parser.add_argument('--reps', type=int, default=3, help='timed repetitions per model (median reported)')
+    parser.add_argument('--threads', type=int, help='torch threads (default: torch\'s choice)')
+    parser.add_argument('--peers', nargs='*', help='peers to run (default all for the family), e.g. timm mmseg')
+    parser.add_argument('--json', help='also write the raw measurements to this JSON file')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+                        help='override config entries, e.g. model.backbone.arch=small')
+    args = parser.parse_args(argv)
+    if not args.config and not args.suite:
+        parser.error('give a config or --suite')
+    jobs = [job for task, js in SUITE.items() if args.suite in ('all', task) for job in js]
+    jobs += [(c, args.size, args.batch) for c in args.config]
+    with user_errors('benchmark'):
+        benches = []
+        for config, size, batch in jobs:
+            bench = run_benchmark(config, size, batch, device=args.device, amp=args.amp, reps=args.reps,
+                                  peers=args.peers, threads=args.threads, cfg_options=args.cfg_options)
+            print(bench.table(), end='\n\n', flush=True)
+            benches.append(bench)
+        print('## Summary (ours / peer)\n')
+        print(summary(benches))
+        print(f'\ncommand: {" ".join(["tools/benchmark.py", *(argv if argv is not None else sys.argv[1:])])}')
+        if args.json:
+            with open(args.json, 'w') as f:
+                json.dump([asdict(b) for b in benches], f, indent=1)
+
+
+if __name__ == '__main__':
+    main()
