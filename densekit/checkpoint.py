@@ -116,13 +116,15 @@ def make_checkpoint_saves_atomic() -> None:
 
     ``Runner.save_checkpoint`` (every CheckpointHook save, best checkpoints
     included) calls the ``save_checkpoint`` name bound in ``mmengine.runner.runner``;
-    ``CheckpointHook`` then writes ``last_checkpoint`` with ``open``. Both names
-    are rebound in their modules; the checkpoint is complete on disk before
-    ``last_checkpoint`` names it.
+    ``FlexibleRunner``'s strategies (FSDP) import it from
+    ``mmengine.runner.checkpoint`` when they save; ``CheckpointHook`` then
+    writes ``last_checkpoint`` with ``open``. These names are rebound in their
+    modules; the checkpoint is complete on disk before ``last_checkpoint``
+    names it.
     """
     from mmengine.hooks import checkpoint_hook
-    from mmengine.runner import runner
-    runner.save_checkpoint = save_checkpoint_atomic
+    from mmengine.runner import checkpoint, runner
+    runner.save_checkpoint = checkpoint.save_checkpoint = save_checkpoint_atomic
     checkpoint_hook.open = _open_last_checkpoint
 
 

@@ -12,11 +12,9 @@ strategy with three DenseKit choices:
   keys, which load in a plain single-process run (``tools/test.py``,
   ``load_from``) like any DDP checkpoint. mmengine's default, ``local``,
   writes one shard per rank.
-- :class:`DenseKitFSDPStrategy`: the checkpoint file is written atomically,
-  like the plain Runner's (densekit/checkpoint.py); mmengine's strategy
-  calls ``mmengine.runner.checkpoint.save_checkpoint`` directly. And
-  ``--resume`` works: mmengine 0.10.7 calls a torch FSDP function with the
-  arguments of torch 2.0.
+- :class:`DenseKitFSDPStrategy`: ``--resume`` works: mmengine 0.10.7 calls
+  a torch FSDP function with the arguments of torch 2.0. (Checkpoint files
+  are written atomically as the plain Runner's: densekit/checkpoint.py.)
 """
 from __future__ import annotations
 
@@ -30,7 +28,6 @@ from torch import nn
 from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 
-from .checkpoint import save_checkpoint_atomic
 from .registry import MODEL_WRAPPERS
 
 
@@ -73,24 +70,15 @@ class BlockShardedDataParallel(MMFullyShardedDataParallel):
 # mmengine builds strategies from its root registry only (no scoped lookup)
 @STRATEGIES.register_module()
 class DenseKitFSDPStrategy(FSDPStrategy):
-    """mmengine's ``FSDPStrategy`` writing its checkpoint files atomically,
-    and resuming the optimizer with torch >= 2.1's argument order."""
+    """mmengine's ``FSDPStrategy`` resuming the optimizer with torch >= 2.1's
+    argument order (its checkpoint files are written atomically by
+    ``densekit.checkpoint.make_checkpoint_saves_atomic``, like the plain Runner's)."""
 
     def load_optim_state_dict(self, state_dict: dict) -> None:
         # mmengine 0.10.7 passes (state_dict, model, optim): torch 2.0's order
         # of FSDP.optim_state_dict_to_load; torch 2.1 changed it (--resume failed)
         self.optim_wrapper.load_state_dict(FSDP.optim_state_dict_to_load(
             model=self.model, optim=self.optim_wrapper.optimizer, optim_state_dict=state_dict))
-
-    def save_checkpoint(self, filename: str, **kwargs) -> None:
-        from mmengine.runner import checkpoint as mm_checkpoint
-        # the parent imports save_checkpoint from this module at call time
-        original = mm_checkpoint.save_checkpoint
-        mm_checkpoint.save_checkpoint = save_checkpoint_atomic
-        try:
-            super().save_checkpoint(filename, **kwargs)
-        finally:
-            mm_checkpoint.save_checkpoint = original
 
 
 def fsdp_strategy(overrides: dict | None = None) -> dict:
