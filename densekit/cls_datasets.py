@@ -10,7 +10,7 @@ import os.path as osp
 
 from mmpretrain.datasets import ImageNet as MMPretrainImageNet
 
-from .datasets import DatasetError
+from .datasets import DatasetError, NamedSampleErrorsMixin
 from .registry import DATASETS
 
 IMAGENET_HELP = (
@@ -24,7 +24,7 @@ IMAGENET_HELP = (
 
 
 @DATASETS.register_module()
-class ImageNet(MMPretrainImageNet):
+class ImageNet(NamedSampleErrorsMixin, MMPretrainImageNet):
     """mmpretrain's ``ImageNet`` (same arguments) with up-front checks: the
     image folder and annotation file must exist and the split must not be
     empty; a sample that cannot be loaded is reported with its file."""
@@ -47,10 +47,3 @@ class ImageNet(MMPretrainImageNet):
         if not kwargs.get('lazy_init') and len(self) == 0:
             raise DatasetError(f'ImageNet: split is empty: no images listed under {folder}'
                                + (f' by {ann_file}' if ann_file else ''))
-
-    def prepare_data(self, idx: int):
-        try:
-            return super().prepare_data(idx)
-        except Exception as err:  # re-raised with the sample's file named
-            path = self.get_data_info(idx).get('img_path')
-            raise DatasetError(f'cannot load sample {idx} ({path}): {type(err).__name__}: {err}') from err

@@ -28,7 +28,24 @@ class DatasetError(RuntimeError):
     """A sample or split that cannot be used, with the file(s) at fault."""
 
 
-class CheckedSegDatasetMixin:
+class NamedSampleErrorsMixin:
+    """``prepare_data`` re-raises any error of a sample's loading or transforms
+    as a :class:`DatasetError` naming the sample's files (the toolboxes' own
+    errors often name neither)."""
+
+    def sample_files(self, idx: int) -> str:
+        info = self.get_data_info(idx)
+        return ', '.join(str(info[k]) for k in ('img_path', 'seg_map_path') if info.get(k))
+
+    def prepare_data(self, idx: int):
+        try:
+            return super().prepare_data(idx)
+        except Exception as err:
+            raise DatasetError(f'cannot load sample {idx} ({self.sample_files(idx)}): '
+                               f'{type(err).__name__}: {err}') from err
+
+
+class CheckedSegDatasetMixin(NamedSampleErrorsMixin):
     """Adds up-front and per-sample checks to an mmseg dataset class."""
 
     help_text = ('expected {root}/{img} and {root}/{seg}; '
@@ -66,15 +83,9 @@ class CheckedSegDatasetMixin:
                 break
 
     def prepare_data(self, idx):
-        info = self.get_data_info(idx)
-        files = ', '.join(str(info[k]) for k in ('img_path', 'seg_map_path') if info.get(k))
-        try:
-            results = super().prepare_data(idx)
-        except Exception as err:  # re-raised with the sample's files named
-            raise DatasetError(f'cannot load sample {idx} ({files}): '
-                               f'{type(err).__name__}: {err}') from err
+        results = super().prepare_data(idx)
         if results is not None:
-            self._check_labels(results, info)
+            self._check_labels(results, self.get_data_info(idx))
         return results
 
     def _check_labels(self, results: dict, info: dict) -> None:

@@ -34,7 +34,7 @@ from mmdet.datasets import CocoDataset as MMDetCocoDataset
 from mmdet.datasets.api_wrappers import COCO
 from mmengine.logging import print_log
 
-from .datasets import DatasetError
+from .datasets import DatasetError, NamedSampleErrorsMixin
 from .registry import DATASETS
 
 COCO_HELP = (
@@ -133,7 +133,7 @@ class CheckedCOCO(COCO):
 
 
 @DATASETS.register_module()
-class CocoDataset(MMDetCocoDataset):
+class CocoDataset(NamedSampleErrorsMixin, MMDetCocoDataset):
     """mmdet's CocoDataset with checked files and reported box fixes (see the
     module docstring for each case)."""
 
@@ -224,10 +224,5 @@ class CocoDataset(MMDetCocoDataset):
                 'and a size of at least min_size')
         return data_list
 
-    def prepare_data(self, idx: int):
-        try:
-            return super().prepare_data(idx)
-        except Exception as err:  # re-raised with the sample's files named
-            info = self.get_data_info(idx)
-            raise DatasetError(f"cannot load sample {idx} ({info['img_path']}, annotations from "
-                               f'{self.ann_file}): {type(err).__name__}: {err}') from err
+    def sample_files(self, idx: int) -> str:
+        return f"{self.get_data_info(idx)['img_path']}, annotations from {self.ann_file}"
