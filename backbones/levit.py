@@ -55,7 +55,7 @@ from torch import nn
 
 from densekit.registry import MODELS
 from .base import PyramidBackbone
-from .layers import cached_for_inference
+from .layers import biased_attention, cached_for_inference
 
 # -- BN-fusable layers ------------------------------------------------------------
 
@@ -160,21 +160,6 @@ def resample_bias_table(table: torch.Tensor, src: Sequence[int], dst: Sequence[i
     grid = F.interpolate(table.float().reshape(1, heads, *src), size=dst, mode='bicubic',
                          align_corners=False, antialias=True)
     return grid.reshape(heads, -1).to(table.dtype)
-
-
-def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d) + bias) v for (B, heads, N, d) q, k, (B, heads, M, dv) v.
-
-    Written out rather than ``F.scaled_dot_product_attention``: with LeViT's
-    values wider than its keys (dv = 2d or 4d) and a float bias, the CPU
-    profile shows SDPA taking its math fallback, which adds NaN guards for
-    fully masked rows (isneginf, all, where: three more passes over every
-    attention map) that an additive bias never needs. In interleaved A/B runs on CPU (LeViT-256) this
-    takes 0.59x / 0.87x the forward time at 224 / 512 and 0.90x / 0.87x the
-    training step. timm's LeViT computes it the same way."""
-    attn = torch.baddbmm(bias.expand(*q.shape[:2], -1, -1).flatten(0, 1),
-                         q.flatten(0, 1), k.flatten(0, 1).transpose(1, 2), alpha=q.shape[-1] ** -0.5)
-    return (attn.softmax(-1) @ v.flatten(0, 1)).unflatten(0, q.shape[:2])
 
 
 def _offsets(n_q: int, n_k: int, stride: int, device: torch.device) -> torch.Tensor:

@@ -23,7 +23,7 @@ from torch import nn
 
 from densekit.registry import MODELS
 from .base import PyramidBackbone
-from .layers import drop_path_rates, init_transformer_weights, patch_embed
+from .layers import biased_attention, cached_for_inference, drop_path_rates, init_transformer_weights, patch_embed
 
 # -- windows -------------------------------------------------------------------
 
@@ -82,17 +82,30 @@ class WindowAttention(nn.Module):
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
         return bias.view(N, N, -1).permute(2, 0, 1)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, nW, N, C); mask: (nW, 1, N, N) or None. Returns (B, nW, N, C)."""
+    def attention_bias(self, mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+        """SDPA's additive mask for one image: (1, heads, N, N), plus the shift
+        mask (nW, heads, N, N). 4-D even when it broadcasts: torch's CPU flash
+        kernel takes only 4-D masks (a 3-D one falls back to the slower math path)."""
+        bias = self.position_bias().to(dtype).unsqueeze(0)
+        return bias if mask is None else bias + mask.to(dtype)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, mask_key: tuple = ()) -> torch.Tensor:
+        """x: (B, nW, N, C); mask: (nW, 1, N, N) or None, named by ``mask_key``
+        (what it was made from) for the inference cache. Returns (B, nW, N, C)."""
         B, nW, N, C = x.shape
         # windows join the batch: a 5-D (B, nW, heads, N, d) SDPA call measured about 2x
         # slower on CPU than the same work as 4-D (it misses the fused kernel)
         q, k, v = self.qkv(x).view(B * nW, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-        bias = self.position_bias().to(q.dtype)  # (heads, N, N): broadcasts over B * nW
-        if mask is not None:  # per window: (nW, heads, N, N), repeated over the batch
-            bias = (bias + mask.to(q.dtype)).repeat(B, 1, 1, 1)
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
-                                           dropout_p=self.attn_drop if self.training else 0.)
+        bias = cached_for_inference(self, (q.dtype, mask is None, mask_key),
+                                    self.relative_position_bias_table,
+                                    lambda: self.attention_bias(mask, q.dtype))
+        if mask is not None and B > 1:  # per window: repeated over the batch
+            bias = bias.repeat(B, 1, 1, 1)
+        if bias.requires_grad and not (self.training and self.attn_drop):
+            x = biased_attention(q, k, v, bias)  # SDPA's CPU flash kernel has no gradient for a mask
+        else:
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
+                                               dropout_p=self.attn_drop if self.training else 0.)
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, nW, N, C)))
 
 
@@ -123,7 +136,7 @@ class SwinBlock(nn.Module):
         if shift:
             x = torch.roll(x, (-shift, -shift), dims=(1, 2))
             mask = shifted_window_mask(Hp, Wp, win, shift, x.device)
-        x = window_reverse(self.attn(window_partition(x, win), mask), win, Hp, Wp)
+        x = window_reverse(self.attn(window_partition(x, win), mask, (Hp, Wp, shift)), win, Hp, Wp)
         if shift:
             x = torch.roll(x, (shift, shift), dims=(1, 2))
         return x[:, :H, :W] if (pad_h or pad_w) else x
