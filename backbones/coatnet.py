@@ -32,6 +32,7 @@ Two things timm fixes at construction are made to work for any input size:
   Cost: one (heads, 2H-1, 2W-1) einsum per transformer block (negligible)
   plus the (heads, N, N) bias that global attention with a relative bias
   needs at any size, N = H*W of the stage map; attention itself is O(N^2).
+  In inference the bias is kept per map size (rebuilt when weights change).
   At 512x512 input S3 has N=1024 (CoAtNet-0: 12 heads, a 50 MB fp32 bias per
   block); at 2048x1024 N=8192 (3.2 GB per block): use sliding-window
   inference for such inputs rather than whole-image.
@@ -61,6 +62,7 @@ from torch import nn
 
 from densekit.registry import MODELS
 from .base import PyramidBackbone
+from .layers import cached_for_inference
 
 # -- relative position bias for any map size -----------------------------------
 
@@ -103,8 +105,12 @@ class RelPosBias2d(RelPosBias):
     the pretraining resolution) that also gives the bias for any map size."""
 
     def bias_for(self, size: tuple[int, int]) -> torch.Tensor:
-        """(1, heads, H*W, H*W) additive attention bias for an H x W map."""
+        """(1, heads, H*W, H*W) additive attention bias for an H x W map; kept
+        per size for inference (it depends only on the table)."""
         size = (int(size[0]), int(size[1]))
+        return cached_for_inference(self, size, self.relative_position_bias_table, lambda: self._bias_for(size))
+
+    def _bias_for(self, size: tuple[int, int]) -> torch.Tensor:
         if size == tuple(self.window_size):
             return self.get_bias()  # timm's own gather
         h, w = self.window_size
@@ -232,6 +238,7 @@ class CoAtNet(PyramidBackbone):
         normed = self.out_indices if out_norm == 'all' else [self.num_levels - 1] if out_norm == 'last' else []
         for i in normed:
             self.add_module(f'norm{i}', norm_layer(self.level_channels[i]))
+        self.to(memory_format=torch.channels_last)  # see PyramidBackbone: memory format
 
     @classmethod
     def resolve_arch(cls, arch: str | dict | MaxxVitCfg) -> MaxxVitCfg:
@@ -295,7 +302,7 @@ class CoAtNet(PyramidBackbone):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """x: (B, C, H, W), any H, W. Returns one (B, C_i, ceil(H/s_i), ceil(W/s_i))
         map per ``out_indices`` entry, s_i in 4/8/16/32."""
-        x = self.stem(x)
+        x = self.stem(x.contiguous(memory_format=torch.channels_last))
         outs = []
         last = max(self.out_indices)
         for i, stage in enumerate(self.stages):
