@@ -274,6 +274,9 @@ class ViTAE(PyramidBackbone):
                               drop_rate, attn_drop_rate, dpr[j]) for j in range(arch['depth'])] if i == 2 else []
             self.layers.append(ViTAELayer(rc, ncs))
         self.downsample = nn.MaxPool2d(2, 2, ceil_mode=True)  # level 3 (/32)
+        # see PyramidBackbone: memory format; channels-last also makes the cells' moves
+        # between token maps (B, H, W, C) and conv maps (B, C, H, W) free permutes
+        self.to(memory_format=torch.channels_last)
 
     def reset_parameters(self) -> None:
         # official ViTAE_ViT_basic._init_weights; convolutions keep PyTorch's default
@@ -287,11 +290,12 @@ class ViTAE(PyramidBackbone):
         (B, C_i, ceil(H/s_i), ceil(W/s_i)) map per ``out_indices`` entry,
         s_i in 4/8/16/32."""
         outs, last = [], max(self.out_indices)
+        x = x.contiguous(memory_format=torch.channels_last)
         for i, layer in enumerate(self.layers):
             x = self.run_block(layer.RC, x)  # B, H, W, C
             for cell in layer.NC:
                 x = self.run_block(cell, x)
-            x = x.permute(0, 3, 1, 2).contiguous()  # NCHW: the next RC's input, or an output
+            x = x.permute(0, 3, 1, 2)  # NCHW, channels-last memory: the next RC's input, or an output
             if i in self.out_indices:
                 outs.append(x)
             if i == last:
