@@ -1,11 +1,19 @@
-"""Speed and memory of a config's backbone, beside the peer implementations of
-the same architecture (timm, mmseg, mmdet, mmpretrain), for ``tools/benchmark.py``.
+"""Speed and memory of a config's backbone, or of its whole model, beside the
+peer implementations of the same backbone architecture (timm, mmseg, mmdet,
+mmpretrain), for ``tools/benchmark.py``.
 
 What is measured, per model, on one random batch:
 
 * **forward**: ``model(x)`` without gradients (eval mode);
 * **train step**: forward in train mode, a loss (the sum of the outputs'
   means), backward, a fused ``AdamW.step()`` and ``zero_grad``.
+
+Scope ``model`` (:func:`build_models`) runs the config's whole model instead
+(segmentor, detector or classifier, random weights), once with our backbone
+and once per peer with only ``model.backbone`` swapped for the peer's, on a
+seeded synthetic batch with valid targets (:func:`synthetic_batch`): forward
+is the model's inference (:func:`model_workload`), the train step
+``model.loss`` summed by ``parse_losses``, backward and the same AdamW step.
 
 Fairness rules (the numbers are only ratios between models run alike):
 
@@ -34,6 +42,8 @@ multiply peak measured in the same run (a large GEMM in the same dtype).
 """
 from __future__ import annotations
 
+import copy
+import logging
 import math
 import os
 import statistics
@@ -84,8 +94,9 @@ class TimmFeatures(nn.Module):
     def forward(self, x: torch.Tensor):
         if self.indices is None:
             return self.model.forward_features(x)
-        return self.model.forward_intermediates(x, indices=self.indices, norm=self.norm, stop_early=True,
-                                                intermediates_only=True)
+        # a tuple, as our backbones return (mmpretrain's necks accept no list)
+        return tuple(self.model.forward_intermediates(x, indices=self.indices, norm=self.norm, stop_early=True,
+                                                      intermediates_only=True))
 
 
 def _multi(ours: nn.Module) -> bool:
@@ -286,6 +297,9 @@ class Benchmark:
     load: str
     results: list[ModelResult]
     skipped: dict[str, str] = field(default_factory=dict)  # peer -> why it could not run
+    scope: str = 'backbone'  # 'backbone' | 'model' (the whole model, peers' backbones swapped in)
+    flops_of: str = 'backbone only'  # what ``flops`` counts
+    work: str = ''  # what forward and train step run
 
     @property
     def ours(self) -> ModelResult:
@@ -312,10 +326,11 @@ class Benchmark:
 
     def table(self) -> str:
         B, C, H, W = self.shape
-        lines = [f'### {self.config}: {self.family}, input {B}x{C}x{H}x{W}, {self.device}, '
+        lines = [f'### {self.config} ({self.scope}): {self.family}, input {B}x{C}x{H}x{W}, {self.device}, '
                  f'{self.amp}, {self.threads} threads',
-                 f'forward {self.flops / 1e9:.2f} GMACs (ours); matmul peak {self.matmul_peak / 1e9:.1f} GFLOP/s; '
-                 f'load {self.load}', '',
+                 f'forward {self.flops / 1e9:.2f} GMACs (ours, {self.flops_of}); '
+                 f'matmul peak {self.matmul_peak / 1e9:.1f} GFLOP/s; load {self.load}',
+                 *([self.work] if self.work else []), '',
                  '| model | params | weights | fwd img/s | train img/s | fwd GFLOP/s (% peak) | '
                  'fwd peak MB | train peak MB | fwd ratio | train ratio | fwd mem ratio | train mem ratio |',
                  '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
@@ -373,11 +388,54 @@ def _outputs(out) -> list[torch.Tensor]:
     return [t for o in out for t in _outputs(o)]
 
 
-class Runner:
-    """Forward and train step of one model on one input, timed or memory-profiled."""
+@dataclass
+class Workload:
+    """What one forward and one training loss of a model are, on a fixed batch."""
+    infer: Callable[[nn.Module], object]  # run in eval mode without gradients
+    loss: Callable[[nn.Module], torch.Tensor]  # a scalar, run in train mode
+    describe: str  # for the table header
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, device: str, amp: str):
-        self.model, self.x, self.device, self.amp = model, x, device, amp
+
+def backbone_workload(x: torch.Tensor) -> Workload:
+    """A backbone on ``x`` (B, C, H, W); the loss is the sum of its outputs' means."""
+    return Workload(infer=lambda model: model(x),
+                    loss=lambda model: sum(t.float().mean() for t in _outputs(model(x))),
+                    describe='forward: backbone(x); train step: sum of the outputs\' means, backward, AdamW')
+
+
+def model_workload(inputs: torch.Tensor, samples: list, task: str, seed: int = 0) -> Workload:
+    """A whole mmseg/mmdet/mmpretrain model on ``inputs`` (B, C, H, W), already
+    normalised (the data preprocessor is not run), with ``samples`` its targets.
+
+    Forward: segmentation and classification run ``mode='tensor'`` (decode-head
+    logits at 1/4 resolution / class scores; the remaining resize + argmax or
+    softmax is the same for every backbone). Detection runs ``mode='predict'``:
+    RPN proposals, RoI heads, NMS and mask pasting, the whole inference work
+    (its ``tensor`` mode stops before the final NMS). Train step:
+    ``model.loss(inputs, samples)`` summed by mmengine's ``parse_losses``.
+    """
+    mode = 'predict' if task == 'detection' else 'tensor'
+
+    def infer(model: nn.Module):
+        # fresh samples: predict writes its results into them, and kept results
+        # would count as live memory of the next run
+        metas = [type(s)(metainfo=s.metainfo) for s in samples]
+        return model(inputs, metas, mode=mode)
+
+    def loss(model: nn.Module) -> torch.Tensor:
+        torch.manual_seed(seed)  # the same RoI sampling and head dropout for every model and repetition
+        total, _ = model.parse_losses(model.loss(inputs, samples))
+        return total
+
+    return Workload(infer, loss, f"forward: model(inputs, mode='{mode}'); train step: model.loss + "
+                                 'parse_losses, backward, AdamW; data preprocessor not run')
+
+
+class Runner:
+    """Forward and train step of one model on one workload, timed or memory-profiled."""
+
+    def __init__(self, model: nn.Module, work: Workload, device: str, amp: str):
+        self.model, self.work, self.device, self.amp = model, work, device, amp
         # fused AdamW (one kernel over all parameters, CPU and CUDA): the per-tensor
         # loop costs as much as a batch-1 backward on CPU and would dilute every ratio
         self.opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6, fused=True)
@@ -387,12 +445,12 @@ class Runner:
     def forward(self) -> None:
         self.model.eval()
         with torch.no_grad(), autocast(self.device, self.amp):
-            self.model(self.x)
+            self.work.infer(self.model)
 
     def train_step(self) -> None:
         self.model.train()
         with autocast(self.device, self.amp):
-            loss = sum(t.float().mean() for t in _outputs(self.model(self.x)))
+            loss = self.work.loss(self.model)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.opt)
         self.scaler.update()
@@ -452,9 +510,9 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def build_ours(cfg) -> nn.Module:
-    """The config's backbone, random weights, stochastic depth and dropout off."""
-    from mmengine.registry import MODELS, init_default_scope
+def _backbone_cfg(cfg) -> dict:
+    """``cfg.model.backbone`` without pretrained weights, stochastic depth or dropout."""
+    from mmengine.registry import init_default_scope
 
     from densekit.config import task_of
     task_of(cfg)
@@ -466,7 +524,13 @@ def build_ours(cfg) -> nn.Module:
     for key in ('drop_path_rate', 'drop_rate', 'attn_drop_rate'):
         if key in bcfg:
             bcfg[key] = 0.
-    model = MODELS.build(bcfg)
+    return bcfg
+
+
+def build_ours(cfg) -> nn.Module:
+    """The config's backbone, random weights, stochastic depth and dropout off."""
+    from mmengine.registry import MODELS
+    model = MODELS.build(_backbone_cfg(cfg))
     model.reset_parameters()  # the family's random init, without mmengine's per-tensor log
     return model
 
@@ -519,17 +583,141 @@ def weights_note(ours: nn.Module, peer: nn.Module) -> str:
             + (f'ours has {extra:+d} params' if extra else 'params equal'))
 
 
-def run_benchmark(config: str, size: int | None = None, batch: int = 1, device: str = 'cpu', amp: str = 'fp32',
-                  reps: int = 3, peers: Sequence[str] | None = None, threads: int | None = None,
-                  cfg_options: dict | None = None) -> Benchmark:
-    """Measure ``config``'s backbone and its peers on a random (batch, 3, size, size) input."""
+# -- whole models --------------------------------------------------------------
+
+
+def build_model(cfg) -> nn.Module:
+    """The config's whole model (mmseg segmentor, mmdet detector, mmpretrain
+    classifier) built through the registry as ``tools/train.py`` builds it,
+    with random weights and the backbone of :func:`build_ours` (no pretrained
+    file, no stochastic depth or dropout; the heads keep their dropout, seeded
+    alike in every train step). SyncBN becomes BN, as mmengine's Runner does
+    without a process group."""
+    from mmengine.logging import MMLogger
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.registry import MODELS
+    model = MODELS.build(dict(cfg.model, backbone=_backbone_cfg(cfg)))
+    # init_weights logs a line per tensor at INFO without a log file: not in a benchmark's output
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        model.init_weights()
+    finally:
+        logger.setLevel(level)
+    return revert_sync_batchnorm(model)
+
+
+def synthetic_batch(model: nn.Module, task: str, batch: int, size: tuple[int, int], in_channels: int = 3,
+                    seed: int = 0) -> tuple[torch.Tensor, list]:
+    """A random input (B, C, H, W) and valid targets, seeded so that every
+    model sees the same: segmentation labels in [0, num_classes) per pixel;
+    a class per image; for detection three boxes per image inside it, with
+    classes and, for instance segmentation, the boxes' filled bitmap masks.
+    The metas are those the data preprocessor would add for an unpadded,
+    unscaled image."""
+    g = torch.Generator().manual_seed(seed)
+    H, W = size
+    inputs = torch.randn(batch, in_channels, H, W, generator=g)
+    meta = dict(img_shape=size, ori_shape=size, pad_shape=size, batch_input_shape=size, scale_factor=(1., 1.))
+    if task == 'segmentation':
+        from mmengine.structures import PixelData
+        from mmseg.structures import SegDataSample
+        n = model.decode_head.num_classes
+        return inputs, [SegDataSample(metainfo=meta, gt_sem_seg=PixelData(
+            data=torch.randint(0, n, (1, H, W), generator=g))) for _ in range(batch)]
+    if task == 'classification':
+        from mmpretrain.structures import DataSample
+        n = model.head.num_classes
+        return inputs, [DataSample(metainfo=meta).set_gt_label(int(torch.randint(0, n, (), generator=g)))
+                        for _ in range(batch)]
+    return inputs, [_detection_sample(model, meta, g) for _ in range(batch)]
+
+
+def _detection_sample(model: nn.Module, meta: dict, g: torch.Generator, objects: int = 3):
+    import numpy as np
+    from mmdet.structures import DetDataSample
+    from mmdet.structures.mask import BitmapMasks
+    from mmengine.structures import InstanceData
+    H, W = meta['img_shape']
+    roi_head = getattr(model, 'roi_head', None)
+    n = (roi_head.bbox_head if roi_head is not None else model.bbox_head).num_classes
+    scale = torch.tensor([W, H], dtype=torch.float32)
+    corner = torch.rand(objects, 2, generator=g) * scale / 2  # top-left in the upper-left quarter
+    extent = (0.2 + 0.3 * torch.rand(objects, 2, generator=g)) * scale  # 20-50% of the side: inside
+    boxes = torch.cat([corner, corner + extent], 1)
+    gt = InstanceData(bboxes=boxes, labels=torch.randint(0, n, (objects,), generator=g))
+    if roi_head is not None and roi_head.with_mask:
+        masks = np.zeros((objects, H, W), np.uint8)
+        for m, (x1, y1, x2, y2) in zip(masks, boxes.round().int().tolist()):
+            m[y1:y2, x1:x2] = 1
+        gt.masks = BitmapMasks(masks, H, W)
+    return DetDataSample(metainfo=meta, gt_instances=gt)
+
+
+def _level_mismatch(ours: nn.Module, peer: nn.Module, x: torch.Tensor) -> str | None:
+    """Why ``peer`` cannot stand in for ``ours`` inside the model (the shapes
+    of the maps each returns on ``x``), or None when it can."""
+    shapes = []
+    for m in (ours, peer):
+        m.eval()  # mmseg's Swin returns None from train()/eval()
+        with torch.no_grad():
+            shapes.append([tuple(t.shape) for t in _outputs(m(x))])
+    if shapes[0] == shapes[1]:
+        return None
+    return f'its outputs {shapes[1]} are not ours {shapes[0]}: it cannot feed our neck/head'
+
+
+def build_models(cfg, size: tuple[int, int], peers: Sequence[str] | None = None, scope: str = 'backbone'
+                 ) -> tuple[list[tuple[str, nn.Module, str]], dict[str, str]]:
+    """Ours and each peer as (name, model, weights note), and the peers that
+    could not be built with the reason. ``scope='backbone'``: the backbones;
+    ``'model'``: the config's whole model, once with our backbone and once per
+    peer with ``model.backbone`` replaced by the peer's, every other module a
+    copy of ours: the rows differ only in the backbone implementation."""
+    if scope == 'backbone':
+        ours = build_ours(cfg)
+        built, skipped = build_peers(ours, size, peers)
+        return [('densekit', ours, 'ours')] + built, skipped
+    model = build_model(cfg)
+    built, skipped = build_peers(model.backbone, size, peers)
+    models = [('densekit', model, 'ours')]
+    x = torch.randn(1, cfg.model.backbone.get('in_channels', 3), *size)
+    for name, peer, note in built:
+        why = _level_mismatch(model.backbone, peer, x)
+        if why:
+            skipped[name] = why
+            continue
+        # deepcopy's memo maps our backbone to the peer's: everything else is copied
+        models.append((name, copy.deepcopy(model, {id(model.backbone): peer}), note))
+    return models, skipped
+
+
+def run_benchmark(config: str, size: int | None = None, batch: int | None = None, device: str = 'cpu',
+                  amp: str = 'fp32', reps: int = 3, peers: Sequence[str] | None = None, threads: int | None = None,
+                  cfg_options: dict | None = None, scope: str = 'backbone', compile_backend: str | None = None
+                  ) -> Benchmark:
+    """Measure ``config``'s backbone (``scope='backbone'``) or whole model
+    (``'model'``) and its peers on a random (batch, C, size, size) input.
+    ``batch`` defaults to 1, and to 2 for a whole model: a BatchNorm in train
+    mode needs two values per channel (UPerNet's 1x1 pooling branch).
+    ``compile_backend``: a ``torch.compile`` backend (e.g. 'inductor') applied in place
+    to every row's backbone, ours and the peers' alike (in a whole model the
+    heads stay eager: their ``loss`` bypasses a compiled ``forward``); the
+    compilation happens in the warm-up runs, which are not timed."""
     from densekit.analysis import count_complexity
-    from densekit.config import load_config
+    from densekit.config import load_config, task_of
 
     if amp not in ('fp32', 'bf16', 'fp16'):
         raise ValueError(f"benchmark: amp must be 'fp32', 'bf16' or 'fp16', got {amp!r}")
+    if scope not in ('backbone', 'model'):
+        raise ValueError(f"benchmark: scope must be 'backbone' or 'model', got {scope!r}")
+    if compile_backend is not None and compile_backend not in torch._dynamo.list_backends(exclude_tags=()):
+        raise ValueError(f'benchmark: unknown torch.compile backend {compile_backend!r}; '
+                         f'available: {torch._dynamo.list_backends(exclude_tags=())}')
     if device.startswith('cuda') and not torch.cuda.is_available():
         raise ValueError(f'benchmark: device {device!r} requested but CUDA is not available')
+    batch = batch or (2 if scope == 'model' else 1)
     if reps < 1 or batch < 1:
         raise ValueError(f'benchmark: reps and batch must be >= 1, got reps={reps}, batch={batch}')
     if threads:
@@ -538,26 +726,42 @@ def run_benchmark(config: str, size: int | None = None, batch: int = 1, device: 
     if size is None:
         crop = cfg.get('crop_size') or (224, 224)
         size = crop[0]
-    torch.manual_seed(0)
-    ours = build_ours(cfg)
     hw = (size, size)
     in_ch = cfg.model.backbone.get('in_channels', 3)
-    flops = count_complexity(ours, (1, in_ch, *hw)).flops[''] * batch
-    built, skipped = build_peers(ours, hw, peers)
-    models = [('densekit', ours, 'ours')] + built
-    x = torch.randn(batch, in_ch, *hw, device=device)
+    torch.manual_seed(0)
+    models, skipped = build_models(cfg, hw, peers, scope)
+    ours = models[0][1]
+    backbone = ours.backbone if scope == 'model' else ours
+    task = task_of(cfg)
+    # FLOPs of the timed forward where the analyzer can trace it
+    if scope == 'model' and task != 'detection':
+        flops_of = "whole model (its mode='tensor' forward)"
+        flops = count_complexity(ours, (1, in_ch, *hw)).flops['']
+    else:
+        flops_of = 'backbone only' + (": a detector's predict (NMS, RoI heads) is data-dependent, not counted"
+                                      if scope == 'model' else '')
+        flops = count_complexity(backbone, (1, in_ch, *hw)).flops['']
+    if scope == 'model':
+        inputs, samples = synthetic_batch(ours, task, batch, hw, in_ch)
+        work = model_workload(inputs.to(device), [s.to(device) for s in samples], task)
+    else:
+        work = backbone_workload(torch.randn(batch, in_ch, *hw, device=device))
     results, runners = [], []
     for name, model, note in models:
         model.to(device)
+        if compile_backend:
+            (model.backbone if scope == 'model' else model).compile(backend=compile_backend)
         results.append(ModelResult(name, count_params(model.model if isinstance(model, TimmFeatures) else model),
                                    note))
-        runners.append(Runner(model, x, device, amp))
+        runners.append(Runner(model, work, device, amp))
     # the best GEMM before and after the runs: other processes' load varies
     peak = matmul_peak(device, amp)
     interleaved(runners, results, reps)
     peak = max(peak, matmul_peak(device, amp))
-    return Benchmark(config, family_of(ours), (batch, in_ch, *hw), device, amp, torch.get_num_threads(), flops,
-                     peak, machine_load(), results, skipped)
+    return Benchmark(config, family_of(backbone), (batch, in_ch, *hw), device, amp, torch.get_num_threads(),
+                     flops * batch, peak, machine_load(), results, skipped, scope=scope, flops_of=flops_of,
+                     work=work.describe + (f'; backbones torch.compile(backend={compile_backend!r}), compiled '
+                                           'in the untimed warm-up' if compile_backend else ''))
 
 
 def summary(benches: Sequence[Benchmark]) -> str:

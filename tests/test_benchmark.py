@@ -10,10 +10,12 @@ from statistics import median
 import pytest
 import torch
 
-from conftest import run_tool
-from densekit.benchmark import Benchmark, build_ours, build_peers, cpu_peak_memory, run_benchmark
-from densekit.config import load_config
+from conftest import run_main, run_tool
+from densekit.benchmark import (Benchmark, build_models, build_ours, build_peers, cpu_peak_memory, model_workload,
+                                run_benchmark, synthetic_batch)
+from densekit.config import load_config, task_of
 
+TINY_SEG, TINY_DET = 'tests/data/tiny_upernet_swin.py', 'tests/data/tiny_mask-rcnn_swin.py'
 
 
 def tiny_swin() -> dict:
@@ -103,6 +105,10 @@ def test_bad_arguments_are_named():
         run_benchmark('configs/upernet_swin_ade20k.py', size=32, peers=['nope'], cfg_options=tiny_swin())
     with pytest.raises(ValueError, match='amp'):
         run_benchmark('configs/upernet_swin_ade20k.py', amp='int8')
+    with pytest.raises(ValueError, match="scope must be 'backbone' or 'model', got 'head'"):
+        run_benchmark('configs/upernet_swin_ade20k.py', scope='head')
+    with pytest.raises(ValueError, match="unknown torch.compile backend 'inductr'"):
+        run_benchmark('configs/upernet_swin_ade20k.py', compile_backend='inductr')
 
 
 def test_cli_prints_tables_and_writes_json(tmp_path):
@@ -136,3 +142,103 @@ def test_levit_inference_bias_cache_follows_the_weights():
     model.train()
     bias = next(m for m in model.modules() if isinstance(m, AttentionBias)).attention_bias((4, 4), (4, 4), 1)
     assert bias.requires_grad
+
+
+# -- whole-model scope ---------------------------------------------------------
+
+
+def test_model_scope_on_a_detector_times_predict_and_training():
+    b = run_benchmark(TINY_DET, size=64, batch=1, reps=1, peers=['mmdet'], scope='model')
+    assert b.scope == 'model' and [r.name for r in b.results] == ['densekit', 'mmdet']
+    for r in b.results:
+        assert min(r.forward_s + r.train_s) > 0 and r.forward_peak > 0 and r.train_peak > 0
+    assert b.ours.params == b.results[1].params
+    # predict (NMS, mask pasting) cannot be traced: the header says what is counted
+    assert "mode='predict'" in b.work and b.flops_of.startswith('backbone only')
+    assert f'{TINY_DET} (model)' in b.table() and b.flops_of in b.table()
+
+
+def test_cli_model_scope_on_a_segmentor(capsys, tmp_path):
+    from densekit.analysis import count_complexity
+    out, _ = run_main(capsys, 'benchmark', TINY_SEG, '--scope', 'model', '--size', '64', '--reps', '1',
+                      '--peers', 'mmseg', '--json', str(tmp_path / 'bench.json'))
+    assert f'### {TINY_SEG} (model)' in out and '| mmseg |' in out and "mode='tensor'" in out
+    (bench,) = json.loads((tmp_path / 'bench.json').read_text())
+    assert bench['scope'] == 'model' and [r['name'] for r in bench['results']] == ['densekit', 'mmseg']
+    assert bench['shape'][0] == 2  # a whole model's default batch: BN trains on more than one value
+    for r in bench['results']:
+        assert min(r['forward_s'] + r['train_s']) > 0 and r['forward_peak'] > 0 and r['train_peak'] > 0
+    backbone = build_ours(load_config(TINY_SEG))
+    assert bench['results'][0]['params'] > sum(p.numel() for p in backbone.parameters())
+    # the FLOPs are the whole model's: the heads' work is counted
+    assert bench['flops_of'].startswith('whole model')
+    assert bench['flops'] > 2 * count_complexity(backbone, (1, 3, 64, 64)).flops['']
+
+
+def _model_losses(model, inputs, samples) -> dict:
+    model.train()
+    torch.manual_seed(0)  # RoI sampling, head dropout
+    return model.parse_losses(model.loss(inputs, samples))[1]
+
+
+@pytest.mark.parametrize('config,options,peer', [
+    (TINY_SEG, None, 'mmseg'), (TINY_DET, None, 'mmdet'),
+    ('configs/swin-t_imagenet.py', {**tiny_swin(), 'model.head.in_channels': 128}, 'mmpretrain')])
+def test_model_peer_differs_only_in_the_backbone_and_gives_our_losses(config, options, peer):
+    cfg = load_config(config, options)
+    torch.manual_seed(0)
+    (_, ours, _), (name, other, note) = build_models(cfg, (64, 64), [peer], 'model')[0]
+    assert name == peer and note.startswith('copied') and type(ours.backbone) is not type(other.backbone)
+    rest = [{k: v for k, v in m.state_dict().items() if not k.startswith('backbone.')} for m in (ours, other)]
+    assert rest[0].keys() == rest[1].keys() and len(rest[0]) > 0
+    assert all(torch.equal(rest[0][k], rest[1][k]) for k in rest[0])
+    own = dict(ours.named_parameters())  # the peer's heads are copies, not shared with ours
+    assert all(p.data_ptr() != own[k].data_ptr() for k, p in other.named_parameters() if not k.startswith('backbone.'))
+    task = task_of(cfg)
+    inputs, samples = synthetic_batch(ours, task, 2, (64, 64))
+    losses = [_model_losses(m, inputs, samples) for m in (ours, other)]
+    assert losses[0].keys() == losses[1].keys()
+    if task == 'detection':  # boxes and masks reached both stages
+        assert {'loss_rpn_cls', 'loss_bbox', 'loss_mask'} <= set(losses[0])
+    for key in losses[0]:
+        torch.testing.assert_close(losses[0][key], losses[1][key], atol=1e-4, rtol=1e-4, msg=key)
+    # the workload's loss is parse_losses' total, seeded alike for every model
+    work = model_workload(inputs, samples, task)
+    torch.testing.assert_close(work.loss(ours), work.loss(other), atol=1e-4, rtol=1e-4)
+
+
+def test_synthetic_detection_targets_are_valid_and_seeded():
+    cfg = load_config(TINY_DET)
+    model = build_models(cfg, (64, 64), [], 'model')[0][0][1]
+    (x1, s1), (x2, s2) = (synthetic_batch(model, 'detection', 2, (48, 64)) for _ in range(2))
+    assert x1.shape == (2, 3, 48, 64) and torch.equal(x1, x2)
+    for a, b in zip(s1, s2):
+        gt = a.gt_instances
+        assert torch.equal(gt.bboxes, b.gt_instances.bboxes) and torch.equal(gt.labels, b.gt_instances.labels)
+        boxes = gt.bboxes
+        assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= 64).all() and (boxes[:, 3] <= 48).all()
+        assert (boxes[:, 2:] > boxes[:, :2]).all() and (gt.labels < cfg.model.roi_head.bbox_head.num_classes).all()
+        assert gt.masks.masks.shape == (3, 48, 64) and (gt.masks.areas > 0).all()
+        assert a.batch_input_shape == a.img_shape == (48, 64)
+
+
+def test_model_scope_skips_a_peer_whose_maps_do_not_fit_our_head():
+    """timm's Swin gives its last features channels-last: it cannot feed the classifier's neck."""
+    cfg = load_config('configs/swin-t_imagenet.py', {**tiny_swin(), 'model.head.in_channels': 128})
+    models, skipped = build_models(cfg, (64, 64), ['timm'], 'model')
+    assert len(models) == 1 and 'are not ours' in skipped['timm']
+
+
+def test_compile_wraps_ours_and_the_peer_alike():
+    """The wiring only, on a two-block ConvMixer: the 'eager' backend traces
+    with dynamo without inductor's minutes of C++ compilation on a CPU
+    (inductor on the tiny Swin, ours and mmseg's, was checked by hand)."""
+    from torch._dynamo.utils import counters
+    counters.clear()
+    tiny_convmixer = {'model.backbone.arch': dict(_delete_=True, dim=16, depth=2, kernel_size=3, patch_size=4)}
+    b = run_benchmark('configs/convmixer-768-32_imagenet.py', size=32, batch=1, reps=1, peers=['timm'],
+                      cfg_options=tiny_convmixer, compile_backend='eager')
+    assert [r.name for r in b.results] == ['densekit', 'timm'] and min(b.ours.train_s) > 0
+    assert "torch.compile(backend='eager')" in b.table()
+    # both backbones went through dynamo (each at least one graph)
+    assert counters['stats']['unique_graphs'] >= 2
