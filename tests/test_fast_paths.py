@@ -1,0 +1,93 @@
+"""The fast paths of issue 6 stay taken, and stay correct (no timing here:
+speed is measured by tools/benchmark.py).
+
+* attention biases kept for inference (``backbones.layers.cached_for_inference``)
+  follow the weights and the map size, and are never used in training;
+* Swin's window attention reaches SDPA's fused CPU kernel, not its math
+  fallback, in inference;
+* the convolutional families keep their weights and maps channels-last.
+"""
+import pytest
+import torch
+
+from backbones import CoAtNet, ConvMixer, SwinTransformer, ViTAE
+
+TINY_SWIN = dict(embed_dims=16, depths=(2, 2, 1, 1), num_heads=(1, 2, 2, 4))
+TINY_COATNET = dict(stem_width=16, embed_dims=(16, 32, 64, 128), depths=(1, 1, 1, 1))
+
+
+def _swin():
+    return SwinTransformer(TINY_SWIN, window_size=7, drop_path_rate=0.)
+
+
+def _coatnet():
+    return CoAtNet(TINY_COATNET, pretrain_img_size=32, drop_path_rate=0.)
+
+
+def _randomise_tables(model):
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith('relative_position_bias_table'):
+                p.normal_()
+
+
+@pytest.mark.parametrize('build', [_swin, _coatnet], ids=['swin', 'coatnet'])
+def test_inference_bias_cache_follows_weights_and_sizes(build):
+    torch.manual_seed(0)
+    model, other = build().eval(), build().eval()
+    _randomise_tables(other)
+    # Swin: 84x56 and 56x84 pad to windows of the same count but different shift masks
+    inputs = [torch.randn(1, 3, 84, 56), torch.randn(1, 3, 56, 84)]
+    with torch.no_grad():
+        for x in inputs:
+            model(x)  # fills the cache
+        model.load_state_dict(other.state_dict())  # in-place copies: the cache must notice
+        got = [model(x) for x in inputs]
+    for x, outs in zip(inputs, got):
+        expected = other(x)  # gradients enabled: computed, never cached
+        for a, b in zip(outs, expected):
+            torch.testing.assert_close(a, b.detach())
+    # training computes the bias with a gradient path to the table
+    model.train()
+    # a random projection: the mean of a LayerNorm'd map has no gradient
+    sum((o * torch.randn_like(o)).sum() for o in model(inputs[0])).backward()
+    tables = [p for n, p in model.named_parameters() if n.endswith('relative_position_bias_table')]
+    assert tables and all(t.grad is not None and t.grad.abs().sum() > 0 for t in tables)
+
+
+def test_swin_window_attention_takes_the_fused_cpu_kernel():
+    """A 3-D (heads, N, N) mask sent SDPA to its math fallback (NaN guards over every
+    attention map); the bias goes in as 4-D, so every block runs the flash kernel."""
+    model = _swin().eval()
+    with torch.no_grad(), torch.profiler.profile() as prof:
+        model(torch.randn(1, 3, 84, 56))
+    ops = {e.key: e.count for e in prof.key_averages()}
+    blocks = sum(len(s.blocks) for s in model.stages)
+    flash = sum(n for k, n in ops.items() if 'flash_attention' in k and 'backward' not in k)
+    assert flash >= blocks, ops
+    assert 'aten::isneginf' not in ops and 'aten::_safe_softmax' not in ops, ops
+
+
+@pytest.mark.parametrize('build', [
+    lambda: ConvMixer(dict(dim=16, depth=2, kernel_size=5, patch_size=7, act='gelu'), out_indices=(0, 1)),
+    _coatnet,
+    lambda: ViTAE(dict(embed_dims=(8, 8, 16), token_dims=(8, 16, 32), depth=1, num_heads=2, mlp_ratio=2.,
+                       group=4), drop_path_rate=0.),
+], ids=['convmixer', 'coatnet', 'vitae'])
+def test_convolutions_stay_channels_last(build):
+    model = build()
+    nchw = {k: v.contiguous() for k, v in build().state_dict().items()}  # e.g. a timm checkpoint
+    model.load_state_dict(nchw)
+    convs = [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    # the same weights loaded into contiguous (NCHW) memory give the same maps
+    reference = build()
+    reference.load_state_dict(nchw)
+    reference.to(memory_format=torch.contiguous_format)
+    x = torch.randn(1, 3, 72, 56)  # an NCHW input
+    with torch.no_grad():
+        outs = model.eval()(x)
+        expected = reference.eval()(x)
+    assert all(o.dim() == 4 and o.is_contiguous(memory_format=torch.channels_last) for o in outs)
+    for a, b in zip(outs, expected):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
