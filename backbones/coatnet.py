@@ -313,7 +313,7 @@ class CoAtNet(PyramidBackbone):
                 outs.append(norm(x) if norm is not None else x)
             if i == last:
                 break
-        return tuple(outs)
+        return self.channels_last_grads(tuple(outs))
 
     # -- checkpoints ---------------------------------------------------------
     @staticmethod

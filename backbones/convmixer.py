@@ -97,7 +97,7 @@ class ConvMixer(PyramidBackbone):
                 outs.append(x)
             if i == max(self.out_indices):
                 break
-        return tuple(outs)
+        return self.channels_last_grads(tuple(outs))
 
     @staticmethod
     def checkpoint_filter(state_dict: dict, model: 'ConvMixer') -> dict:

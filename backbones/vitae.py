@@ -299,9 +299,9 @@ class ViTAE(PyramidBackbone):
             if i in self.out_indices:
                 outs.append(x)
             if i == last:
-                return tuple(outs)
+                return self.channels_last_grads(tuple(outs))
         outs.append(self.downsample(x))
-        return tuple(outs)
+        return self.channels_last_grads(tuple(outs))
 
     # -- checkpoints ---------------------------------------------------------
     @staticmethod

@@ -5,7 +5,8 @@ speed is measured by tools/benchmark.py).
   follow the weights and the map size, and are never used in training;
 * Swin's window attention reaches SDPA's fused CPU kernel, not its math
   fallback, in inference;
-* the convolutional families keep their weights and maps channels-last.
+* the convolutional families keep their weights and maps channels-last, and
+  so the gradients that come back into their outputs.
 """
 import pytest
 import torch
@@ -68,12 +69,16 @@ def test_swin_window_attention_takes_the_fused_cpu_kernel():
     assert 'aten::isneginf' not in ops and 'aten::_safe_softmax' not in ops, ops
 
 
-@pytest.mark.parametrize('build', [
+CHANNELS_LAST_FAMILIES = [
     lambda: ConvMixer(dict(dim=16, depth=2, kernel_size=5, patch_size=7, act='gelu'), out_indices=(0, 1)),
     _coatnet,
     lambda: ViTAE(dict(embed_dims=(8, 8, 16), token_dims=(8, 16, 32), depth=1, num_heads=2, mlp_ratio=2.,
                        group=4), drop_path_rate=0.),
-], ids=['convmixer', 'coatnet', 'vitae'])
+]
+CHANNELS_LAST_IDS = ['convmixer', 'coatnet', 'vitae']
+
+
+@pytest.mark.parametrize('build', CHANNELS_LAST_FAMILIES, ids=CHANNELS_LAST_IDS)
 def test_convolutions_stay_channels_last(build):
     model = build()
     nchw = {k: v.contiguous() for k, v in build().state_dict().items()}  # e.g. a timm checkpoint
@@ -91,3 +96,26 @@ def test_convolutions_stay_channels_last(build):
     assert all(o.dim() == 4 and o.is_contiguous(memory_format=torch.channels_last) for o in outs)
     for a, b in zip(outs, expected):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('build', CHANNELS_LAST_FAMILIES, ids=CHANNELS_LAST_IDS)
+def test_gradients_into_outputs_become_channels_last(build):
+    """A mean (or global pooling) sends back a broadcast NCHW gradient; the
+    backbone turns it channels-last before its own backward uses it (torch's
+    CPU BatchNorm backward is several times slower on mixed layouts), and the
+    gradients are those of the NCHW reference."""
+    model, reference = build().train(), build().train()
+    reference.load_state_dict(model.state_dict())
+    reference.to(memory_format=torch.contiguous_format)
+    x = torch.randn(2, 3, 64, 48)
+    torch.manual_seed(0)  # ViTAE's Performer has dropout: the same masks in both
+    outs = model(x)
+    seen = []  # registered after the backbone's own hook: sees what its backward gets
+    for o in outs:
+        o.register_hook(lambda g: seen.append(g.is_contiguous(memory_format=torch.channels_last)))
+    sum(o.mean() for o in outs).backward()
+    assert seen == [True] * len(outs)
+    torch.manual_seed(0)
+    sum(o.mean() for o in reference(x)).backward()
+    for (name, p), q in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-4, msg=name)
