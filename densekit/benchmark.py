@@ -25,15 +25,18 @@ Fairness rules (the numbers are only ratios between models run alike):
 * same outputs: a multi-level config (segmentation) asks every model for the
   same levels as NCHW maps (timm: ``forward_intermediates``); a one-level one
   (classification) for the final features (timm: ``forward_features``).
-* interleaved: after one warm-up (and one memory-profiled run) per model,
+* interleaved: after two warm-ups (and one memory-profiled run) per model,
   repetition ``i`` runs every model once (ours, peer 1, peer 2, ...) before
   repetition ``i + 1``, so load from other processes hits all alike; a time
   is the median over repetitions, a ratio the median of the per-repetition
   ratios.
+* steady allocator: ``tools/benchmark.py`` has glibc keep freed memory
+  mapped (:func:`retain_freed_memory`; ``--malloc default`` leaves it).
 * peak memory: CUDA ``torch.cuda.max_memory_allocated``; CPU: the torch
   profiler's allocation events (``profile_memory=True``): the highest total of
   live tensor bytes allocated during the run, above what was live before it
-  (weights, and AdamW state after the warm-up, are not counted). That is what
+  (weights, and AdamW state after the warm-up, are not counted; what our
+  backbones keep between inference calls is released first, so it counts). That is what
   tensors need, not the process RSS (allocator caching is not included).
 
 Achieved GFLOP/s use our FLOP count (``densekit.analysis``: multiply-adds,
@@ -349,6 +352,24 @@ class Benchmark:
         return '\n'.join(lines)
 
 
+def retain_freed_memory(limit: int = 1 << 30) -> bool:
+    """Have glibc keep freed memory mapped (mmap and trim thresholds at
+    ``limit``) so that a step's large buffers are not returned to the kernel
+    and page-faulted in again on the next step, as with tcmalloc or jemalloc.
+    It applies to every model alike. On the 2-core machine, a bf16 ViT-B
+    training step under glibc's defaults took 3x the minor page faults and
+    about 5% longer, and steps of one model among four alternating ones now
+    and then took twice as long. Returns False where glibc is not the allocator."""
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+        m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+        return bool(libc.mallopt(m_mmap_threshold, limit) and libc.mallopt(m_trim_threshold, limit))
+    except (OSError, AttributeError):
+        return False
+
+
 def machine_load() -> str:
     """The 1/5/15-minute load averages (as ``uptime`` prints them) and the CPU count."""
     one, five, fifteen = os.getloadavg()
@@ -492,16 +513,29 @@ def cpu_peak_memory(step: Callable[[], None]) -> int:
 
 
 def interleaved(runners: Sequence[Runner], results: Sequence[ModelResult], reps: int) -> None:
-    """Warm up and profile memory once per model, then ``reps`` rounds of
-    ours, peer 1, peer 2, ... for forward, then the same for train steps."""
+    """Warm up and profile memory once per model (then one more untimed run
+    of each), then ``reps`` rounds of ours, peer 1, peer 2, ... for forward,
+    then ``reps`` such rounds of train steps."""
     for run, res in zip(runners, results):
         run.forward()
+        # what our backbones keep between inference calls (weights cast for autocast,
+        # attention biases) is made again inside the measured forward: it counts
+        for m in run.model.modules():
+            if hasattr(m, 'release_inference_caches'):
+                m.release_inference_caches()
         res.forward_peak = run.peak_memory(run.forward)
         run.train_step()  # AdamW state exists from here on
         res.train_peak = run.peak_memory(run.train_step)
+        # one more of each outside the profiler: the first timed train step after
+        # profiling ran up to 1.7x slower (bf16 ViT-B on CPU)
+        run.forward()
+        run.train_step()
+    # all forward rounds, then all train-step rounds: an inference workload is many
+    # forwards in a row (a train step frees what our backbones keep for inference)
     for _ in range(reps):
         for run, res in zip(runners, results):
             res.forward_s.append(run.time(run.forward))
+    for _ in range(reps):
         for run, res in zip(runners, results):
             res.train_s.append(run.time(run.train_step))
 

@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the profiler (CPU memory) is chatty on stderr
 
 import densekit  # noqa: E402,F401
-from densekit.benchmark import SUITE, run_benchmark, summary  # noqa: E402
+from densekit.benchmark import SUITE, retain_freed_memory, run_benchmark, summary  # noqa: E402
 from densekit.cli import user_errors  # noqa: E402
 from mmengine.config import DictAction  # noqa: E402
 
@@ -55,6 +55,9 @@ def main(argv=None):
     parser.add_argument('--compile', nargs='?', const='inductor', metavar='BACKEND',
                         help='torch.compile every backbone alike (ours and peers; default backend inductor); '
                              'compilation happens in the untimed warm-up')
+    parser.add_argument('--malloc', choices=['retain', 'default'], default='retain',
+                        help="'retain' (default): glibc keeps freed memory mapped (fewer page faults, steadier "
+                             "CPU timings; see densekit.benchmark.retain_freed_memory); 'default': glibc's settings")
     parser.add_argument('--json', help='also write the raw measurements to this JSON file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config entries, e.g. model.backbone.arch=small')
@@ -67,6 +70,9 @@ def main(argv=None):
     jobs = [job for task, js in SUITE.items() if args.suite in ('all', task) for job in js]
     jobs += [(c, args.size, args.batch) for c in args.config]
     with user_errors('benchmark'):
+        if args.malloc == 'retain':
+            print('malloc: freed memory kept mapped' if retain_freed_memory()
+                  else 'malloc: not glibc, left as it is', flush=True)
         benches = []
         for config, size, batch in jobs:
             bench = run_benchmark(config, size, batch, device=args.device, amp=args.amp, reps=args.reps,
