@@ -25,6 +25,7 @@ from mmengine.model import BaseModule
 from torch import nn
 
 from densekit.checkpoint import LoadReport, load_pretrained, load_state
+from .layers import clear_inference_cache, tensor_state
 
 
 # modules whose weights autocast casts (to its lower-precision dtype) at every call
@@ -123,7 +124,7 @@ class PyramidBackbone(BaseModule):
         inference call makes them again."""
         self.__dict__.pop('_autocast_weight_cache', None)
         for module in self.modules():
-            module.__dict__.pop('_inference_cache', None)
+            clear_inference_cache(module)
 
     def _autocast_weights(self, device: str, dtype: torch.dtype) -> dict[str, torch.Tensor] | None:
         """{name: weight cast to ``dtype``} for the linear and conv layers; a
@@ -140,7 +141,7 @@ class PyramidBackbone(BaseModule):
         cache = self.__dict__.setdefault('_autocast_weight_cache', {})  # not a buffer: never saved
         weights = {}
         for name, p in named:
-            key = (p.device, p.data_ptr(), p._version, dtype)
+            key = (tensor_state(p), dtype)
             entry = cache.get(name)
             if entry is None or entry[0] != key:
                 cache[name] = entry = (key, p.detach().to(dtype))

@@ -41,6 +41,17 @@ def init_transformer_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def tensor_state(t: torch.Tensor) -> tuple:
+    """What changes when a tensor is moved, replaced or written in place: a
+    key for caches derived from it."""
+    return t.device, t.dtype, t.data_ptr(), t._version
+
+
+def clear_inference_cache(module: nn.Module) -> None:
+    """Drop the entries :func:`cached_for_inference` keeps on ``module``."""
+    module.__dict__.pop('_inference_cache', None)
+
+
 def cached_for_inference(module: nn.Module, key: tuple, table: torch.Tensor,
                          compute: Callable[[], torch.Tensor], size: int = 4) -> torch.Tensor:
     """``compute()`` memoised on ``module`` per ``key`` while no gradient is
@@ -55,7 +66,7 @@ def cached_for_inference(module: nn.Module, key: tuple, table: torch.Tensor,
     if torch.is_grad_enabled() or torch.compiler.is_compiling():
         return compute()
     cache = module.__dict__.setdefault('_inference_cache', {})  # not a buffer: never saved
-    full = (key, table.device, table.dtype, table.data_ptr(), table._version)
+    full = (key, *tensor_state(table))
     if full not in cache:
         if len(cache) >= size:
             cache.pop(next(iter(cache)))
