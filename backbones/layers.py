@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 from timm.layers import PatchEmbed as TimmPatchEmbed
 from timm.layers import trunc_normal_
 from torch import nn
@@ -74,17 +75,82 @@ def cached_for_inference(module: nn.Module, key: tuple, table: torch.Tensor,
     return cache[full]
 
 
-def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d) + bias) v for (B, heads, N, d) q, k, (B, heads, M, dv)
-    v and a bias broadcastable to (B, heads, N, M).
+def _attention_scores(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
+    """q k^T * scale + bias as (B*heads, N, M); ``bias`` is (G, heads, N, M) and
+    serves the batch as ``bias.repeat(B // G, 1, 1, 1)`` would."""
+    B, h, N, _ = q.shape
+    bias = bias.expand(B // bias.shape[0], *bias.shape).reshape(B * h, N, -1)  # a view unless B > G > 1
+    return torch.baddbmm(bias, q.flatten(0, 1), k.flatten(0, 1).transpose(1, 2), alpha=scale)
 
-    Written out rather than ``F.scaled_dot_product_attention`` where SDPA would
-    take its CPU math fallback (values wider than keys, as in LeViT, or a bias
-    that needs a gradient, as Swin's in training): that fallback adds NaN guards
-    for fully masked rows (isneginf, all, where: three more passes over every
-    attention map) that an additive bias never needs. timm's LeViT computes it
-    the same way. In interleaved A/B runs on CPU (LeViT-256) this took 0.59x /
-    0.87x the forward time of SDPA at 224 / 512 and 0.90x / 0.87x the training step."""
-    attn = torch.baddbmm(bias.expand(*q.shape[:2], -1, -1).flatten(0, 1),
-                         q.flatten(0, 1), k.flatten(0, 1).transpose(1, 2), alpha=q.shape[-1] ** -0.5)
-    return (attn.softmax(-1) @ v.flatten(0, 1)).unflatten(0, q.shape[:2])
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
+    """The forward of :class:`_BiasedAttention`: SDPA's fused kernel, recording nothing."""
+    repeats = q.shape[0] // bias.shape[0]
+    mask = bias.repeat(repeats, 1, 1, 1) if repeats > 1 and bias.shape[0] > 1 else bias
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+
+
+class _BiasedAttention(torch.autograd.Function):
+    """softmax(q k^T * scale + bias) v through SDPA's fused CPU kernel, keeping
+    q, k, v and the bias for the backward pass but not the (B, heads, N, M)
+    attention map: the backward recomputes it (one more batched matmul and
+    softmax), as flash attention does.
+
+    Why our own: torch's CPU flash kernel gives no gradient for its additive
+    mask, and the autograd of the written-out form keeps every block's
+    attention map until the backward reaches it, a tensor heads*N/C = 1.5x the
+    size of a Swin block's input. Swin-T at 512 (batch 1, tools/benchmark.py):
+    training peak 590 MB instead of 609 MB; in an interleaved A/B of the train
+    step (6 rounds) the recompute cost no measurable time (1.21 s against 1.27 s
+    median, within the run's spread).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, bias, scale):
+        ctx.save_for_backward(q, k, v, bias)
+        ctx.scale = scale
+        return _attend(q, k, v, bias, scale)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        q, k, v, bias = ctx.saved_tensors
+        scale = ctx.scale
+        B, h, N, M = *q.shape[:3], k.shape[2]
+        probs = _attention_scores(q, k, bias, scale).softmax(-1)  # recomputed
+        grad_out = grad_out.flatten(0, 1)
+        grad_v = (probs.transpose(1, 2) @ grad_out).unflatten(0, (B, h))
+        grad_scores = torch._softmax_backward_data(grad_out @ v.flatten(0, 1).transpose(1, 2),
+                                                   probs, -1, probs.dtype)
+        del probs
+        grad_q = (grad_scores @ k.flatten(0, 1)).mul_(scale).unflatten(0, (B, h))
+        grad_k = (grad_scores.transpose(1, 2) @ q.flatten(0, 1)).mul_(scale).unflatten(0, (B, h))
+        grad_bias = None
+        if ctx.needs_input_grad[3]:
+            grad_bias = grad_scores.view(B // bias.shape[0], *bias.shape).sum(0)
+        return grad_q, grad_k, grad_v, grad_bias, None
+
+
+def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d) + bias) v for (B, heads, N, d) q, k and
+    (B, heads, M, dv) v. ``bias`` is (heads, N, M) for every image, or
+    (G, heads, N, M) with B a multiple of G, used as ``bias.repeat(B // G, 1, 1, 1)``
+    (Swin's per-window shift masks) without repeating it.
+
+    Keys as wide as values (Swin): SDPA's fused kernel, and with gradients
+    :class:`_BiasedAttention`. Values wider than keys (LeViT): written out,
+    where SDPA would take its CPU math fallback, which adds NaN guards for fully
+    masked rows (isneginf, all, where: three more passes over every attention
+    map) that an additive bias never needs; timm's LeViT computes it the same
+    way. In interleaved A/B runs on CPU (LeViT-256) that took 0.59x / 0.87x the
+    forward time of SDPA at 224 / 512. LeViT keeps plain autograd: recomputing
+    its 1024x1024 maps made its train step at 512 about 10% slower (2.14
+    against 2.38 img/s) for no lower peak."""
+    if bias.dim() == 3:
+        bias = bias.unsqueeze(0)
+    scale = q.shape[-1] ** -0.5
+    if q.shape[-1] != v.shape[-1]:
+        probs = _attention_scores(q, k, bias, scale).softmax(-1)
+        return (probs @ v.flatten(0, 1)).unflatten(0, q.shape[:2])
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, bias)):
+        return _BiasedAttention.apply(q, k, v, bias, scale)
+    return _attend(q, k, v, bias, scale)

@@ -60,8 +60,9 @@ def shifted_window_mask(H: int, W: int, window: int, shift: int, device: torch.d
 
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside windows with a learned relative
-    position bias, through ``F.scaled_dot_product_attention`` (the bias and
-    the shift mask enter as its additive mask)."""
+    position bias. The bias and the shift mask enter SDPA's fused kernel as its
+    additive mask (:func:`layers.biased_attention`, whose backward gives the
+    bias its gradient)."""
 
     def __init__(self, dim: int, num_heads: int, window: int, qkv_bias: bool = True,
                  attn_drop: float = 0., proj_drop: float = 0.):
@@ -99,13 +100,11 @@ class WindowAttention(nn.Module):
         bias = cached_for_inference(self, (q.dtype, mask is None, mask_key),
                                     self.relative_position_bias_table,
                                     lambda: self.attention_bias(mask, q.dtype))
-        if mask is not None and B > 1:  # per window: repeated over the batch
-            bias = bias.repeat(B, 1, 1, 1)
-        if bias.requires_grad and not (self.training and self.attn_drop):
-            x = biased_attention(q, k, v, bias)  # SDPA's CPU flash kernel has no gradient for a mask
-        else:
-            x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
-                                               dropout_p=self.attn_drop if self.training else 0.)
+        if self.training and self.attn_drop:  # SDPA's math path, the only one with dropout and a mask gradient
+            x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.repeat(B, 1, 1, 1) if mask is not None else bias,
+                                               dropout_p=self.attn_drop)
+        else:  # per-window bias used as if repeated over the batch
+            x = biased_attention(q, k, v, bias)
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, nW, N, C)))
 
 
