@@ -4,7 +4,7 @@ speed is measured by tools/benchmark.py).
 * attention biases kept for inference (``backbones.layers.cached_for_inference``)
   follow the weights and the map size, and are never used in training;
 * Swin's window attention reaches SDPA's fused CPU kernel, not its math
-  fallback, in inference;
+  fallback, in inference and in training;
 * the convolutional families keep their weights and maps channels-last, and
   so the gradients that come back into their outputs;
 * under autocast without gradients, every backbone runs on weights cast once,
@@ -60,17 +60,21 @@ def test_inference_bias_cache_follows_weights_and_sizes(build):
     assert tables and all(t.grad is not None and t.grad.abs().sum() > 0 for t in tables)
 
 
-def test_swin_window_attention_takes_the_fused_cpu_kernel():
+@pytest.mark.parametrize('training', [False, True], ids=['inference', 'training'])
+def test_swin_window_attention_takes_the_fused_cpu_kernel(training):
     """A 3-D (heads, N, N) mask sent SDPA to its math fallback (NaN guards over every
-    attention map); the bias goes in as 4-D, so every block runs the flash kernel."""
-    model = _swin().eval()
-    with torch.no_grad(), torch.profiler.profile() as prof:
-        model(torch.randn(1, 3, 84, 56))
+    attention map); the bias goes in as 4-D, so every block runs the flash kernel.
+    In training too: SDPA falls back for inputs that require grad, so
+    ``layers.biased_attention`` hands it detached ones and does the backward itself."""
+    model = _swin().train(training)
+    with torch.set_grad_enabled(training), torch.profiler.profile() as prof:
+        outs = model(torch.randn(1, 3, 84, 56))
     ops = {e.key: e.count for e in prof.key_averages()}
     blocks = sum(len(s.blocks) for s in model.stages)
     flash = sum(n for k, n in ops.items() if 'flash_attention' in k and 'backward' not in k)
     assert flash >= blocks, ops
     assert 'aten::isneginf' not in ops and 'aten::_safe_softmax' not in ops, ops
+    assert all(o.requires_grad == training for o in outs)
 
 
 CHANNELS_LAST_FAMILIES = [
