@@ -57,12 +57,12 @@ from typing import Sequence
 
 import torch
 from timm.layers import RelPosBias, calculate_drop_path_rates, get_norm_layer, resize_rel_pos_bias_table
-from timm.models.maxxvit import MaxxVitCfg, MbConvBlock, Stem, TransformerBlock2d, model_cfgs
+from timm.models.maxxvit import Attention2d, MaxxVitCfg, MbConvBlock, Stem, TransformerBlock2d, model_cfgs
 from torch import nn
 
 from densekit.registry import MODELS
 from .base import PyramidBackbone
-from .layers import cached_for_inference
+from .layers import biased_attention, cached_for_inference
 
 # -- relative position bias for any map size -----------------------------------
 
@@ -122,6 +122,28 @@ class RelPosBias2d(RelPosBias):
         return table[:, dy, dx].reshape(1, -1, H * W, H * W)
 
 
+class BiasedAttention2d(Attention2d):
+    """timm's ``Attention2d`` with the shared bias through :func:`layers.biased_attention`.
+
+    Why: timm hands SDPA a bias that needs a gradient in training, which sends
+    it to the CPU math fallback; that keeps the softmax output of every block
+    (heads x N x N: 8 x 1024 x 1024 floats per stage-3 block at 512) and adds
+    NaN guards over each map. Ours runs the fused kernel and recomputes the
+    map in the backward. Same parameters, same outputs.
+    """
+
+    def forward(self, x: torch.Tensor, shared_rel_pos: torch.Tensor | None = None) -> torch.Tensor:
+        if shared_rel_pos is None or self.rel_pos is not None or (self.training and self.attn_drop.p):
+            return super().forward(x, shared_rel_pos)  # dropout inside attention: SDPA's own path
+        B, _, H, W = x.shape
+        if self.head_first:
+            q, k, v = self.qkv(x).view(B, self.num_heads, self.dim_head * 3, -1).chunk(3, dim=2)
+        else:
+            q, k, v = self.qkv(x).reshape(B, 3, self.num_heads, self.dim_head, -1).unbind(1)
+        x = biased_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2), shared_rel_pos)
+        return self.proj_drop(self.proj(x.transpose(-1, -2).reshape(B, -1, H, W)))
+
+
 class CoAtTransformerBlock(TransformerBlock2d):
     """timm's ``TransformerBlock2d`` (pre-norm, pooled shortcut when strided)
     with global attention over a map of any size: the bias for the map's size
@@ -131,6 +153,7 @@ class CoAtTransformerBlock(TransformerBlock2d):
         super().__init__(dim, dim_out, stride=stride, rel_pos_cls=None, cfg=cfg, drop_path=drop_path)
         self.stride = stride
         self.rel_pos = RelPosBias2d(window_size=window, num_heads=self.attn.num_heads)
+        self.attn.__class__ = BiasedAttention2d  # built by timm's __init__; only forward differs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2:]

@@ -77,6 +77,20 @@ def test_swin_window_attention_takes_the_fused_cpu_kernel(training):
     assert all(o.requires_grad == training for o in outs)
 
 
+def test_coatnet_attention_takes_the_fused_cpu_kernel_in_training():
+    """timm's Attention2d hands SDPA a bias that requires grad: the math
+    fallback. Ours (``coatnet.BiasedAttention2d``) runs the flash kernel."""
+    from backbones.coatnet import BiasedAttention2d
+    model = _coatnet().train()
+    with torch.profiler.profile() as prof:
+        model(torch.randn(1, 3, 64, 64))
+    ops = {e.key: e.count for e in prof.key_averages()}
+    blocks = sum(isinstance(m, BiasedAttention2d) for m in model.modules())
+    flash = sum(n for k, n in ops.items() if 'flash_attention' in k and 'backward' not in k)
+    assert blocks and flash >= blocks, ops
+    assert 'aten::isneginf' not in ops and 'aten::_safe_softmax' not in ops, ops
+
+
 CHANNELS_LAST_FAMILIES = [
     lambda: ConvMixer(dict(dim=16, depth=2, kernel_size=5, patch_size=7, act='gelu'), out_indices=(0, 1)),
     _coatnet,

@@ -85,6 +85,27 @@ def test_matches_timm_coatnet_0_at_224():
         assert _max_diff(_stages(ref, x), ours(x)) <= 1e-4
 
 
+def test_training_gradients_match_timm():
+    """In training our attention runs SDPA's fused kernel with a hand-written
+    backward (``coatnet.BiasedAttention2d``); the input's and every bias
+    table's gradients equal those through timm's attention."""
+    ref = _timm('coatnet_0_224', drop_path_rate=0.).train()
+    ours = CoAtNet('0', out_norm='none', drop_path_rate=0.).train()
+    ours.load_pretrained_state(ref.state_dict())
+    x = torch.randn(1, 3, 224, 224)
+    grads = []
+    for model, run in ((ref, lambda t: _stages(ref, t)), (ours, ours)):
+        xg = x.clone().requires_grad_()
+        outs = run(xg)
+        weights = torch.Generator().manual_seed(1)  # the same random projection of both
+        sum((o * torch.randn(o.shape, generator=weights)).sum() for o in outs).backward()
+        tables = [p.grad for n, p in model.named_parameters() if n.endswith('relative_position_bias_table')]
+        grads.append([xg.grad, *tables])
+    assert len(grads[1]) == 1 + 5 + 2  # the input, CoAtNet-0's S3 and S4 blocks
+    for e, g in zip(*grads):
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
+
+
 def test_matches_timm_built_for_another_size():
     """At 256x320 the tables are resampled per forward; timm gets the same
     tables by building the model for that size and resizing the 224 weights
