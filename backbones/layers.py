@@ -137,7 +137,7 @@ def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: to
     (G, heads, N, M) with B a multiple of G, used as ``bias.repeat(B // G, 1, 1, 1)``
     (Swin's per-window shift masks) without repeating it.
 
-    Keys as wide as values (Swin): SDPA's fused kernel, and with gradients
+    Keys as wide as values (Swin, CoAtNet): SDPA's fused kernel, and with gradients
     :class:`_BiasedAttention`. Values wider than keys (LeViT): written out,
     where SDPA would take its CPU math fallback, which adds NaN guards for fully
     masked rows (isneginf, all, where: three more passes over every attention

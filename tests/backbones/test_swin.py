@@ -192,3 +192,20 @@ def test_drop_path_is_stochastic_in_training_only():
     model = SwinTransformer(arch=TINY, drop_path_rate=0.5)
     x = torch.randn(1, 3, 64, 64)
     assert_drop_path_random_in_training_only(model, x)
+
+
+def test_attention_dropout_in_training_only():
+    """attn_drop_rate > 0 takes SDPA's dropout path in training (per-window masks
+    repeated over a batch of 2) and changes nothing in eval."""
+    torch.manual_seed(0)
+    plain = SwinTransformer(arch=TINY, drop_path_rate=0.)
+    dropped = SwinTransformer(arch=TINY, drop_path_rate=0., attn_drop_rate=0.5)
+    dropped.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        for e, g in zip(plain.eval()(x), dropped.eval()(x)):
+            torch.testing.assert_close(g, e)
+        dropped.train()
+        first, second = dropped(x), dropped(x)
+    assert all(o.shape == e.shape for o, e in zip(first, plain(x)))
+    assert not torch.allclose(first[0], second[0])
