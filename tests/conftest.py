@@ -65,3 +65,16 @@ def assert_drop_path_random_in_training_only(model, x) -> None:
     assert not torch.allclose(a, b)
     model.eval()
     assert torch.equal(model(x)[-1], model(x)[-1])
+
+
+def input_and_bias_table_grads(model, run, x) -> list[torch.Tensor]:
+    """Gradients of ``x`` and of every ``relative_position_bias_table`` of
+    ``model`` after backpropagating a fixed random projection of ``run(x)``'s
+    outputs: the same projection for every model, so two implementations of
+    one network can be compared gradient for gradient."""
+    x = x.clone().requires_grad_()
+    outs = run(x)
+    weights = torch.Generator().manual_seed(1)
+    sum((o * torch.randn(o.shape, generator=weights)).sum() for o in outs).backward()
+    tables = [p.grad for n, p in model.named_parameters() if n.endswith('relative_position_bias_table')]
+    return [x.grad, *tables]

@@ -7,7 +7,8 @@ from timm.layers import resize_rel_pos_bias_table
 from timm.models.maxxvit import MaxxVit, checkpoint_filter_fn
 
 from backbones.coatnet import CoAtNet, RelPosBias2d
-from conftest import assert_checkpointing_matches, assert_drop_path_random_in_training_only
+from conftest import (assert_checkpointing_matches, assert_drop_path_random_in_training_only,
+                      input_and_bias_table_grads)
 
 # S1..S4 widths 16..128, 1-2 blocks per stage, dim_head 32: 2 and 4 heads in S3, S4
 TINY = dict(stem_width=16, embed_dims=(16, 32, 64, 128), depths=(1, 2, 2, 1))
@@ -93,14 +94,8 @@ def test_training_gradients_match_timm():
     ours = CoAtNet('0', out_norm='none', drop_path_rate=0.).train()
     ours.load_pretrained_state(ref.state_dict())
     x = torch.randn(1, 3, 224, 224)
-    grads = []
-    for model, run in ((ref, lambda t: _stages(ref, t)), (ours, ours)):
-        xg = x.clone().requires_grad_()
-        outs = run(xg)
-        weights = torch.Generator().manual_seed(1)  # the same random projection of both
-        sum((o * torch.randn(o.shape, generator=weights)).sum() for o in outs).backward()
-        tables = [p.grad for n, p in model.named_parameters() if n.endswith('relative_position_bias_table')]
-        grads.append([xg.grad, *tables])
+    grads = [input_and_bias_table_grads(ref, lambda t: _stages(ref, t), x),
+             input_and_bias_table_grads(ours, ours, x)]
     assert len(grads[1]) == 1 + 5 + 2  # the input, CoAtNet-0's S3 and S4 blocks
     for e, g in zip(*grads):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)

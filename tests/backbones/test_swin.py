@@ -6,7 +6,8 @@ import timm
 import torch
 
 from backbones import SwinTransformer
-from conftest import assert_checkpointing_matches, assert_drop_path_random_in_training_only
+from conftest import (assert_checkpointing_matches, assert_drop_path_random_in_training_only,
+                      input_and_bias_table_grads)
 
 TINY = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))
 
@@ -137,14 +138,7 @@ def test_training_gradients_match_mmseg(tmp_path):
                            init_cfg=dict(type='Pretrained', checkpoint=str(path))).train()
     ours.init_weights()
     x = torch.randn(2, 3, 200, 264)
-    grads = []
-    for model in (ref, ours):
-        xg = x.clone().requires_grad_()
-        outs = model(xg)
-        weights = torch.Generator().manual_seed(1)  # the same random projection of both
-        sum((o * torch.randn(o.shape, generator=weights)).sum() for o in outs).backward()
-        tables = [p.grad for n, p in model.named_parameters() if n.endswith('relative_position_bias_table')]
-        grads.append([xg.grad, *tables])
+    grads = [input_and_bias_table_grads(model, model, x) for model in (ref, ours)]
     assert len(grads[1]) == 1 + sum(arch['depths'])
     for e, g in zip(*grads):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5)
