@@ -133,14 +133,15 @@ class BiasedAttention2d(Attention2d):
     """
 
     def forward(self, x: torch.Tensor, shared_rel_pos: torch.Tensor | None = None) -> torch.Tensor:
-        if shared_rel_pos is None or self.rel_pos is not None or (self.training and self.attn_drop.p):
-            return super().forward(x, shared_rel_pos)  # dropout inside attention: SDPA's own path
+        if shared_rel_pos is None or self.rel_pos is not None:  # not how CoAtTransformerBlock calls it
+            return super().forward(x, shared_rel_pos)
         B, _, H, W = x.shape
         if self.head_first:
             q, k, v = self.qkv(x).view(B, self.num_heads, self.dim_head * 3, -1).chunk(3, dim=2)
         else:
             q, k, v = self.qkv(x).reshape(B, 3, self.num_heads, self.dim_head, -1).unbind(1)
-        x = biased_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2), shared_rel_pos)
+        x = biased_attention(q.transpose(-1, -2), k.transpose(-1, -2), v.transpose(-1, -2), shared_rel_pos,
+                             self.attn_drop.p if self.training else 0.)
         return self.proj_drop(self.proj(x.transpose(-1, -2).reshape(B, -1, H, W)))
 
 

@@ -83,11 +83,13 @@ def _attention_scores(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor, scal
     return torch.baddbmm(bias, q.flatten(0, 1), k.flatten(0, 1).transpose(1, 2), alpha=scale)
 
 
-def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
-    """The forward of :class:`_BiasedAttention`: SDPA's fused kernel, recording nothing."""
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, scale: float,
+            dropout_p: float = 0.) -> torch.Tensor:
+    """SDPA with ``bias`` as its mask, repeated over the batch where it has one
+    entry per group (SDPA only broadcasts a batch dimension of 1)."""
     repeats = q.shape[0] // bias.shape[0]
     mask = bias.repeat(repeats, 1, 1, 1) if repeats > 1 and bias.shape[0] > 1 else bias
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
 
 
 class _BiasedAttention(torch.autograd.Function):
@@ -131,11 +133,14 @@ class _BiasedAttention(torch.autograd.Function):
         return grad_q, grad_k, grad_v, grad_bias, None
 
 
-def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
+                     dropout_p: float = 0.) -> torch.Tensor:
     """softmax(q k^T / sqrt(d) + bias) v for (B, heads, N, d) q, k and
     (B, heads, M, dv) v. ``bias`` is (heads, N, M) for every image, or
     (G, heads, N, M) with B a multiple of G, used as ``bias.repeat(B // G, 1, 1, 1)``
-    (Swin's per-window shift masks) without repeating it.
+    (Swin's per-window shift masks) without repeating it. ``dropout_p`` > 0
+    (attention dropout in training) goes to SDPA's math path, the only one
+    with both dropout and a gradient for the mask.
 
     Keys as wide as values (Swin, CoAtNet): SDPA's fused kernel, and with gradients
     :class:`_BiasedAttention`. Values wider than keys (LeViT): written out,
@@ -149,6 +154,8 @@ def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: to
     if bias.dim() == 3:
         bias = bias.unsqueeze(0)
     scale = q.shape[-1] ** -0.5
+    if dropout_p:
+        return _attend(q, k, v, bias, scale, dropout_p)
     if q.shape[-1] != v.shape[-1]:
         probs = _attention_scores(q, k, bias, scale).softmax(-1)
         return (probs @ v.flatten(0, 1)).unflatten(0, q.shape[:2])

@@ -100,11 +100,7 @@ class WindowAttention(nn.Module):
         bias = cached_for_inference(self, (q.dtype, mask is None, mask_key),
                                     self.relative_position_bias_table,
                                     lambda: self.attention_bias(mask, q.dtype))
-        if self.training and self.attn_drop:  # SDPA's math path: the one with dropout and a mask gradient
-            bias = bias.repeat(B, 1, 1, 1) if mask is not None else bias
-            x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=self.attn_drop)
-        else:  # per-window bias used as if repeated over the batch
-            x = biased_attention(q, k, v, bias)
+        x = biased_attention(q, k, v, bias, self.attn_drop if self.training else 0.)
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, nW, N, C)))
 
 
