@@ -62,7 +62,7 @@ from torch import nn
 
 from densekit.registry import MODELS
 from .base import PyramidBackbone
-from .layers import biased_attention, cached_for_inference
+from .layers import TableBias, biased_attention, cached_for_inference
 
 # -- relative position bias for any map size -----------------------------------
 
@@ -88,16 +88,16 @@ def _axis_resamplers(window: tuple[int, int], size: tuple[int, int],
         return out[:, 0, :sh].contiguous().to(device), out[0, :, sh:].contiguous().to(device)
 
 
-@lru_cache(maxsize=64)
-def _offset_index(size: tuple[int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row and column table indices of every (query, key) pair of an H x W map,
-    shaped to gather (heads, H, W, H, W) without an N x N index."""
+@lru_cache(maxsize=8)
+def _offset_index(size: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """(N, N) index into a (2H-1) x (2W-1) offset table, flattened, of every
+    (query, key) pair of an H x W map, N = H*W (8 MB at N = 1024, once per size)."""
     H, W = size
     with torch.inference_mode(False):
         ry, rx = torch.arange(H, device=device), torch.arange(W, device=device)
         dy = ry[:, None] - ry[None, :] + H - 1  # (Hq, Hk)
         dx = rx[:, None] - rx[None, :] + W - 1  # (Wq, Wk)
-        return dy[:, None, :, None], dx[None, :, None, :]
+        return (dy[:, None, :, None] * (2 * W - 1) + dx[None, :, None, :]).reshape(H * W, H * W)
 
 
 class RelPosBias2d(RelPosBias):
@@ -108,18 +108,21 @@ class RelPosBias2d(RelPosBias):
         """(1, heads, H*W, H*W) additive attention bias for an H x W map; kept
         per size for inference (it depends only on the table)."""
         size = (int(size[0]), int(size[1]))
-        return cached_for_inference(self, size, self.relative_position_bias_table, lambda: self._bias_for(size))
+        return cached_for_inference(self, size, self.relative_position_bias_table,
+                                    lambda: self.bias_recipe(size).materialize())
 
-    def _bias_for(self, size: tuple[int, int]) -> torch.Tensor:
-        if size == tuple(self.window_size):
-            return self.get_bias()  # timm's own gather
+    def bias_recipe(self, size: tuple[int, int]) -> TableBias:
+        """The bias for an H x W map as a :class:`layers.TableBias`: the table
+        resampled to the map's (2H-1) x (2W-1) offsets, per head, and the
+        index of every (query, key) pair's offset: training rebuilds it from these."""
         h, w = self.window_size
-        H, W = size
         table = self.relative_position_bias_table.view(2 * h - 1, 2 * w - 1, -1)
-        ry, rx = _axis_resamplers((h, w), size, table.device)
-        table = torch.einsum('ys,xt,sth->hyx', ry.to(table.dtype), rx.to(table.dtype), table)
-        dy, dx = _offset_index(size, table.device)
-        return table[:, dy, dx].reshape(1, -1, H * W, H * W)
+        if tuple(size) == (h, w):
+            table = table.permute(2, 0, 1)
+        else:
+            ry, rx = _axis_resamplers((h, w), tuple(size), table.device)
+            table = torch.einsum('ys,xt,sth->hyx', ry.to(table.dtype), rx.to(table.dtype), table)
+        return TableBias(table.reshape(table.shape[0], -1), _offset_index(tuple(size), table.device))
 
 
 class BiasedAttention2d(Attention2d):
@@ -129,10 +132,13 @@ class BiasedAttention2d(Attention2d):
     it to the CPU math fallback; that keeps the softmax output of every block
     (heads x N x N: 8 x 1024 x 1024 floats per stage-3 block at 512) and adds
     NaN guards over each map. Ours runs the fused kernel and recomputes the
-    map in the backward. Same parameters, same outputs.
+    map in the backward, and in training takes the bias as its table and
+    index (:class:`layers.TableBias`) so that the (heads, N, N) bias is not
+    kept either (at batch 1 it is as large as the map). Same parameters, same
+    outputs.
     """
 
-    def forward(self, x: torch.Tensor, shared_rel_pos: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, shared_rel_pos: torch.Tensor | TableBias | None = None) -> torch.Tensor:
         if shared_rel_pos is None or self.rel_pos is not None:  # not how CoAtTransformerBlock calls it
             return super().forward(x, shared_rel_pos)
         B, _, H, W = x.shape
@@ -160,7 +166,9 @@ class CoAtTransformerBlock(TransformerBlock2d):
         H, W = x.shape[-2:]
         if self.stride == 2:  # attention runs after norm1's 2x pooling (ceil)
             H, W = (H + 1) // 2, (W + 1) // 2
-        return super().forward(x, shared_rel_pos=self.rel_pos.bias_for((H, W)))
+        # in training the attention rebuilds the (heads, N, N) bias in its backward
+        bias = self.rel_pos.bias_recipe((H, W)) if torch.is_grad_enabled() else self.rel_pos.bias_for((H, W))
+        return super().forward(x, shared_rel_pos=bias)
 
 
 class CoAtStage(nn.Module):

@@ -1,7 +1,7 @@
 """Layers shared by several backbone families (the rest come from timm.layers)."""
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -75,6 +75,45 @@ def cached_for_inference(module: nn.Module, key: tuple, table: torch.Tensor,
     return cache[full]
 
 
+class TableBias(NamedTuple):
+    """An additive attention bias given by how it is made: the entries of a
+    small learned ``table`` (heads, T) at ``index`` (N, M), an int64 index
+    into T for every (query, key) pair, plus an optional constant ``mask``
+    (G, 1, N, M) that makes one bias per group (Swin's shifted windows).
+
+    Why a recipe rather than the tensor: the training path of
+    :func:`biased_attention` rebuilds the bias in the backward pass instead of
+    keeping it. The (G, heads, N, M) bias is as large as the attention map at
+    batch 1 -- CoAtNet-0 at 512: 50 MB per stage-3 block, Swin's shifted
+    blocks: one per window -- while the table is a few KB."""
+    table: torch.Tensor
+    index: torch.Tensor
+    mask: torch.Tensor | None = None
+
+    def materialize(self) -> torch.Tensor:
+        """The bias as SDPA's mask: (1, heads, N, M), or (G, heads, N, M) with a mask."""
+        return _gathered_bias(self.table, self.index, self.mask)
+
+
+def gather_bias(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[:, index]`` for a (heads, T) table and an (N, M) int64 index:
+    (heads, N, M).
+
+    Why index_select: its backward is an ``index_add_``, where advanced
+    indexing's is an accumulating ``index_put_``, which runs serially on CPU.
+    CoAtNet-0's stage-3 bias at 512 (12 x 1024 x 1024 from a 12 x 63 x 63
+    table, 2 cores): 27 ms forward and backward against 125 ms
+    (.scratch micro-benchmark, this change's closing note)."""
+    return table.index_select(1, index.reshape(-1)).view(table.shape[0], *index.shape)
+
+
+def _gathered_bias(table: torch.Tensor, index: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor:
+    """``table[:, index]`` as (1, heads, N, M), plus ``mask``; with no index
+    ``table`` is the bias itself, (G, heads, N, M)."""
+    bias = table if index is None else gather_bias(table, index).unsqueeze(0)
+    return bias if mask is None else bias + mask
+
+
 def _attention_scores(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
     """q k^T * scale + bias as (B*heads, N, M); ``bias`` is (G, heads, N, M) and
     serves the batch as ``bias.repeat(B // G, 1, 1, 1)`` would."""
@@ -92,11 +131,20 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tenso
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
 
 
+def _sum_leading(t: torch.Tensor) -> torch.Tensor:
+    """``t.sum(0)``, as a view when dim 0 has one entry: torch's sum still
+    writes a fresh tensor then (a fill and an add over the whole attention
+    map; on the 2-core machine the fill of CoAtNet-0's 50 MB stage-3 bias
+    gradient at 512 took about 100 ms, in fresh pages)."""
+    return t[0] if t.shape[0] == 1 else t.sum(0)
+
+
 class _BiasedAttention(torch.autograd.Function):
     """softmax(q k^T * scale + bias) v through SDPA's fused CPU kernel, keeping
-    q, k, v and the bias for the backward pass but not the (B, heads, N, M)
-    attention map: the backward recomputes it (one more batched matmul and
-    softmax), as flash attention does.
+    q, k, v and what the bias is made of (:class:`TableBias`) for the backward
+    pass but neither the (B, heads, N, M) attention map nor the bias: the
+    backward rebuilds both (a gather, one more batched matmul and a softmax),
+    as flash attention recomputes the map.
 
     Why our own: torch's CPU flash kernel gives no gradient for its additive
     mask, and the autograd of the written-out form keeps every block's
@@ -105,21 +153,28 @@ class _BiasedAttention(torch.autograd.Function):
     training peak 586-590 MB instead of 609 MB. In interleaved A/Bs of the train
     step against the written-out form, the time is the same within the runs'
     spread (medians 1.11 s against 1.15 s at 512, 0.255 s against 0.247 s at 224).
+
+    Inputs after ``scale``: the table, its index (or None: the table is the
+    whole (G, heads, N, M) bias) and the mask (or None).
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, bias, scale):
-        ctx.save_for_backward(q, k, v, bias)
+    def forward(ctx, q, k, v, scale, table, index, mask):
+        ctx.save_for_backward(q, k, v, table, index, mask)
         ctx.scale = scale
+        bias = _gathered_bias(table.detach(), index, mask)
         # detached: SDPA picks its math fallback for inputs flagged requires_grad
-        return _attend(q.detach(), k.detach(), v.detach(), bias.detach(), scale)
+        return _attend(q.detach(), k.detach(), v.detach(), bias, scale)
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, bias = ctx.saved_tensors
+        q, k, v, table, index, mask = ctx.saved_tensors
         scale = ctx.scale
         B, h, N, M = *q.shape[:3], k.shape[2]
+        bias = _gathered_bias(table, index, mask)  # rebuilt
+        groups = bias.shape[0]
         probs = _attention_scores(q, k, bias, scale).softmax(-1)  # recomputed
+        del bias
         grad_out = grad_out.flatten(0, 1)
         grad_v = (probs.transpose(1, 2) @ grad_out).unflatten(0, (B, h))
         grad_scores = torch._softmax_backward_data(grad_out @ v.flatten(0, 1).transpose(1, 2),
@@ -127,20 +182,27 @@ class _BiasedAttention(torch.autograd.Function):
         del probs
         grad_q = (grad_scores @ k.flatten(0, 1)).mul_(scale).unflatten(0, (B, h))
         grad_k = (grad_scores.transpose(1, 2) @ q.flatten(0, 1)).mul_(scale).unflatten(0, (B, h))
-        grad_bias = None
-        if ctx.needs_input_grad[3]:
-            grad_bias = grad_scores.view(B // bias.shape[0], *bias.shape).sum(0)
-        return grad_q, grad_k, grad_v, grad_bias, None
+        grad_table = None
+        if ctx.needs_input_grad[4]:
+            if index is not None:  # one table serves every image and group (gather_bias's backward)
+                grad_bias = _sum_leading(grad_scores.view(-1, h * N * M))
+                grad_table = table.new_zeros(table.shape).index_add_(1, index.reshape(-1), grad_bias.view(h, -1))
+            else:
+                grad_table = _sum_leading(grad_scores.view(B // groups, groups, h, N, M))
+                if table.shape[0] < groups:
+                    grad_table = grad_table.sum(0, keepdim=True)
+        return grad_q, grad_k, grad_v, None, grad_table, None, None
 
 
-def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor,
+def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | TableBias,
                      dropout_p: float = 0.) -> torch.Tensor:
     """softmax(q k^T / sqrt(d) + bias) v for (B, heads, N, d) q, k and
     (B, heads, M, dv) v. ``bias`` is (heads, N, M) for every image, or
     (G, heads, N, M) with B a multiple of G, used as ``bias.repeat(B // G, 1, 1, 1)``
-    (Swin's per-window shift masks) without repeating it. ``dropout_p`` > 0
-    (attention dropout in training) goes to SDPA's math path, the only one
-    with both dropout and a gradient for the mask.
+    (Swin's per-window shift masks) without repeating it; or a
+    :class:`TableBias` that makes such a bias, which training then never keeps.
+    ``dropout_p`` > 0 (attention dropout in training) goes to SDPA's math path,
+    the only one with both dropout and a gradient for the mask.
 
     Keys as wide as values (Swin, CoAtNet): SDPA's fused kernel, and with gradients
     :class:`_BiasedAttention`. Values wider than keys (LeViT): written out,
@@ -151,14 +213,20 @@ def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: to
     forward time of SDPA at 224 / 512. LeViT keeps plain autograd: recomputing
     its 1024x1024 maps made its train step at 512 about 10% slower (2.14
     against 2.38 img/s) for no lower peak."""
-    if bias.dim() == 3:
-        bias = bias.unsqueeze(0)
+    if isinstance(bias, TableBias):
+        table, index, mask = bias
+        table = table.to(q.dtype)  # the backward's matmuls need one dtype (autocast casts only its forward)
+        mask = None if mask is None else mask.to(q.dtype)
+    else:
+        table, index, mask = (bias.unsqueeze(0) if bias.dim() == 3 else bias), None, None
     scale = q.shape[-1] ** -0.5
+    if (not dropout_p and q.shape[-1] == v.shape[-1] and torch.is_grad_enabled()
+            and any(t.requires_grad for t in (q, k, v, table))):
+        return _BiasedAttention.apply(q, k, v, scale, table, index, mask)
+    bias = _gathered_bias(table, index, mask)
     if dropout_p:
         return _attend(q, k, v, bias, scale, dropout_p)
     if q.shape[-1] != v.shape[-1]:
         probs = _attention_scores(q, k, bias, scale).softmax(-1)
         return (probs @ v.flatten(0, 1)).unflatten(0, q.shape[:2])
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, bias)):
-        return _BiasedAttention.apply(q, k, v, bias, scale)
     return _attend(q, k, v, bias, scale)

@@ -23,7 +23,8 @@ from torch import nn
 
 from densekit.registry import MODELS
 from .base import PyramidBackbone
-from .layers import biased_attention, cached_for_inference, drop_path_rates, init_transformer_weights, patch_embed
+from .layers import (TableBias, biased_attention, cached_for_inference, drop_path_rates, init_transformer_weights,
+                     patch_embed)
 
 # -- windows -------------------------------------------------------------------
 
@@ -77,18 +78,14 @@ class WindowAttention(nn.Module):
         self.register_buffer('relative_position_index',
                              get_relative_position_index(window, window), persistent=False)
 
-    def position_bias(self) -> torch.Tensor:
-        """(heads, N, N) bias gathered from the table."""
+    def attention_bias(self, mask: torch.Tensor | None, dtype: torch.dtype) -> TableBias:
+        """SDPA's additive mask for one image as a :class:`layers.TableBias`:
+        (1, heads, N, N), plus the shift mask (nW, heads, N, N). 4-D even when it
+        broadcasts: torch's CPU flash kernel takes only 4-D masks (a 3-D one
+        falls back to the slower math path)."""
         N = self.window * self.window
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        return bias.view(N, N, -1).permute(2, 0, 1)
-
-    def attention_bias(self, mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
-        """SDPA's additive mask for one image: (1, heads, N, N), plus the shift
-        mask (nW, heads, N, N). 4-D even when it broadcasts: torch's CPU flash
-        kernel takes only 4-D masks (a 3-D one falls back to the slower math path)."""
-        bias = self.position_bias().to(dtype).unsqueeze(0)
-        return bias if mask is None else bias + mask.to(dtype)
+        return TableBias(self.relative_position_bias_table.t().to(dtype), self.relative_position_index.view(N, N),
+                         None if mask is None else mask.to(dtype))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, mask_key: tuple = ()) -> torch.Tensor:
         """x: (B, nW, N, C); mask: (nW, 1, N, N) or None, named by ``mask_key``
@@ -97,9 +94,10 @@ class WindowAttention(nn.Module):
         # windows join the batch: a 5-D (B, nW, heads, N, d) SDPA call measured about 2x
         # slower on CPU than the same work as 4-D (it misses the fused kernel)
         q, k, v = self.qkv(x).view(B * nW, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-        bias = cached_for_inference(self, (q.dtype, mask is None, mask_key),
-                                    self.relative_position_bias_table,
-                                    lambda: self.attention_bias(mask, q.dtype))
+        bias = recipe = self.attention_bias(mask, q.dtype)
+        if not torch.is_grad_enabled():  # in training the attention rebuilds it in the backward
+            bias = cached_for_inference(self, (q.dtype, mask is None, mask_key),
+                                        self.relative_position_bias_table, recipe.materialize)
         x = biased_attention(q, k, v, bias, self.attn_drop if self.training else 0.)
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, nW, N, C)))
 
