@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
+from functools import lru_cache
 from typing import Sequence
 
 import torch
@@ -55,7 +56,7 @@ from torch import nn
 
 from densekit.registry import MODELS
 from .base import PyramidBackbone
-from .layers import biased_attention, cached_for_inference
+from .layers import biased_attention, cached_for_inference, gather_bias
 
 # -- BN-fusable layers ------------------------------------------------------------
 
@@ -162,10 +163,17 @@ def resample_bias_table(table: torch.Tensor, src: Sequence[int], dst: Sequence[i
     return grid.reshape(heads, -1).to(table.dtype)
 
 
-def _offsets(n_q: int, n_k: int, stride: int, device: torch.device) -> torch.Tensor:
-    """|i * stride - j| for query rows i < n_q and key rows j < n_k."""
-    q = torch.arange(n_q, device=device) * stride
-    return (q[:, None] - torch.arange(n_k, device=device)[None]).abs()
+@lru_cache(maxsize=16)
+def _offset_index(q_size: tuple[int, int], k_size: tuple[int, int], stride: int,
+                  device: torch.device) -> torch.Tensor:
+    """(Nq, Nk) index into a flattened k_size offset grid: dy * Wk + dx with
+    dy = |yq * stride - yk|, dx = |xq * stride - xk| for queries on the
+    ``stride``-subsampled q_size grid and keys on k_size (row-major)."""
+    with torch.inference_mode(False):  # cached tensors may later be saved for backward
+        dy, dx = ((torch.arange(nq, device=device)[:, None] * stride - torch.arange(nk, device=device)).abs()
+                  for nq, nk in zip(q_size, k_size))
+        index = dy[:, None, :, None] * k_size[1] + dx[None, :, None, :]  # Hq, Wq, Hk, Wk
+        return index.reshape(q_size[0] * q_size[1], k_size[0] * k_size[1])
 
 
 class AttentionBias(nn.Module):
@@ -187,12 +195,8 @@ class AttentionBias(nn.Module):
 
     def _attention_bias(self, q_size: tuple[int, int], k_size: tuple[int, int], stride: int) -> torch.Tensor:
         table = resample_bias_table(self.attention_biases, self.resolution, k_size)
-        grid = table.view(-1, *k_size)
-        dev = grid.device
-        dy = _offsets(q_size[0], k_size[0], stride, dev)
-        dx = _offsets(q_size[1], k_size[1], stride, dev)
-        bias = grid[:, dy[:, None, :, None], dx[None, :, None, :]]  # heads, Hq, Wq, Hk, Wk
-        return bias.reshape(grid.shape[0], q_size[0] * q_size[1], k_size[0] * k_size[1])
+        index = _offset_index(tuple(map(int, q_size)), tuple(map(int, k_size)), stride, table.device)
+        return gather_bias(table, index)
 
 
 class Attention(AttentionBias):
