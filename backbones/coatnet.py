@@ -62,7 +62,7 @@ from torch import nn
 
 from densekit.registry import MODELS
 from .base import PyramidBackbone
-from .layers import TableBias, biased_attention, cached_for_inference
+from .layers import TableBias, biased_attention, cached_for_inference, pair_index
 
 # -- relative position bias for any map size -----------------------------------
 
@@ -97,7 +97,7 @@ def _offset_index(size: tuple[int, int], device: torch.device) -> torch.Tensor:
         ry, rx = torch.arange(H, device=device), torch.arange(W, device=device)
         dy = ry[:, None] - ry[None, :] + H - 1  # (Hq, Hk)
         dx = rx[:, None] - rx[None, :] + W - 1  # (Wq, Wk)
-        return (dy[:, None, :, None] * (2 * W - 1) + dx[None, :, None, :]).reshape(H * W, H * W)
+        return pair_index(dy, dx, 2 * W - 1)
 
 
 class RelPosBias2d(RelPosBias):

@@ -107,6 +107,14 @@ def gather_bias(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return table.index_select(1, index.reshape(-1)).view(table.shape[0], *index.shape)
 
 
+def pair_index(dy: torch.Tensor, dx: torch.Tensor, grid_width: int) -> torch.Tensor:
+    """The (Hq*Wq, Hk*Wk) index, into a row-major offset grid ``grid_width``
+    wide, of every (query, key) pair of two row-major maps, from per-axis
+    grid rows ``dy`` (Hq, Hk) and columns ``dx`` (Wq, Wk): for :func:`gather_bias`."""
+    index = dy[:, None, :, None] * grid_width + dx[None, :, None, :]  # Hq, Wq, Hk, Wk
+    return index.reshape(dy.shape[0] * dx.shape[0], dy.shape[1] * dx.shape[1])
+
+
 def _gathered_bias(table: torch.Tensor, index: torch.Tensor | None, mask: torch.Tensor | None) -> torch.Tensor:
     """``table[:, index]`` as (1, heads, N, M), plus ``mask``; with no index
     ``table`` is the bias itself, (G, heads, N, M)."""

@@ -56,7 +56,7 @@ from torch import nn
 
 from densekit.registry import MODELS
 from .base import PyramidBackbone
-from .layers import biased_attention, cached_for_inference, gather_bias
+from .layers import biased_attention, cached_for_inference, gather_bias, pair_index
 
 # -- BN-fusable layers ------------------------------------------------------------
 
@@ -172,8 +172,7 @@ def _offset_index(q_size: tuple[int, int], k_size: tuple[int, int], stride: int,
     with torch.inference_mode(False):  # cached tensors may later be saved for backward
         dy, dx = ((torch.arange(nq, device=device)[:, None] * stride - torch.arange(nk, device=device)).abs()
                   for nq, nk in zip(q_size, k_size))
-        index = dy[:, None, :, None] * k_size[1] + dx[None, :, None, :]  # Hq, Wq, Hk, Wk
-        return index.reshape(q_size[0] * q_size[1], k_size[0] * k_size[1])
+        return pair_index(dy, dx, k_size[1])
 
 
 class AttentionBias(nn.Module):

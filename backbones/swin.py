@@ -94,10 +94,11 @@ class WindowAttention(nn.Module):
         # windows join the batch: a 5-D (B, nW, heads, N, d) SDPA call measured about 2x
         # slower on CPU than the same work as 4-D (it misses the fused kernel)
         q, k, v = self.qkv(x).view(B * nW, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
-        bias = recipe = self.attention_bias(mask, q.dtype)
-        if not torch.is_grad_enabled():  # in training the attention rebuilds it in the backward
-            bias = cached_for_inference(self, (q.dtype, mask is None, mask_key),
-                                        self.relative_position_bias_table, recipe.materialize)
+        if torch.is_grad_enabled():  # the attention rebuilds the bias in its backward
+            bias = self.attention_bias(mask, q.dtype)
+        else:
+            bias = cached_for_inference(self, (q.dtype, mask is None, mask_key), self.relative_position_bias_table,
+                                        lambda: self.attention_bias(mask, q.dtype).materialize())
         x = biased_attention(q, k, v, bias, self.attn_drop if self.training else 0.)
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(B, nW, N, C)))
 
