@@ -4,15 +4,19 @@ gradient checkpointing and ``init_cfg=dict(type='Pretrained', ...)`` loading.
 Written once here so that each family file holds only its architecture and its
 checkpoint converter (the plumbing mmseg repeats in every backbone).
 
-Memory format: the families with convolutions (ConvMixer, CoAtNet, ViTAE) store their
-4-D weights channels-last at construction (``self.to(memory_format=...)``;
-loading copies into them keeps the layout) and turn their input channels-last,
-so every convolution runs NHWC. On CPU, oneDNN's depthwise convolutions and
-their backward are much faster so: in interleaved A/Bs on the 2-core machine
-ConvMixer-1536/20 at 512 took 0.90x the forward and 0.70x the training step
-of NCHW, ConvMixer-768/32 at 224 0.72x / 0.56x, CoAtNet-0 at 512 0.80x the
-forward. Outputs are NCHW tensors in channels-last memory (all torch ops accept
-them; ``.contiguous()`` gives NCHW memory), and :meth:`PyramidBackbone.channels_last_grads`
+Memory format: the families with convolutions run them channels-last. CoAtNet
+and ViTAE store their 4-D weights channels-last at construction
+(``self.to(memory_format=...)``; loading copies into them keeps the layout)
+and turn their input channels-last, so every convolution runs NHWC. ConvMixer
+keeps NCHW-strided weights, so its convolutions follow the layout its input is
+given by :func:`conv_memory_format`: channels-last, but NCHW for inference on
+AVX2-only CPUs. On CPU, oneDNN's depthwise convolutions and their backward
+are much faster channels-last: in interleaved A/Bs on the 2-core Intel Xeon
+(AVX-512, AMX) ConvMixer-1536/20 at 512 took 0.90x the forward and 0.70x the training
+step of NCHW, ConvMixer-768/32 at 224 0.72x / 0.56x, CoAtNet-0 at 512 0.80x
+the forward; on the AVX2-only AMD EPYC the forward is the exception (see
+:func:`conv_memory_format`). Outputs are NCHW tensors in channels-last memory
+(all torch ops accept them; ``.contiguous()`` gives NCHW memory), and :meth:`PyramidBackbone.channels_last_grads`
 keeps the gradients that heads send back into them channels-last too.
 """
 from __future__ import annotations
@@ -44,6 +48,28 @@ def _autocast_inference(module: nn.Module) -> tuple[str, torch.dtype] | None:
     if device not in ('cpu', 'cuda') or not torch.is_autocast_enabled(device):
         return None
     return device, torch.get_autocast_dtype(device)
+
+
+# read once: a constant to torch.compile, and the query is not free
+_CPU_CAPABILITY = torch.backends.cpu.get_cpu_capability()
+
+
+def conv_memory_format(x: torch.Tensor) -> torch.memory_format:
+    """The layout in which a family that keeps its conv weights in standard
+    (NCHW) strides runs this call: its convolutions follow the input's layout.
+
+    Channels-last, except for inference (no autograd) on a CPU whose oneDNN
+    has AVX2 but not AVX-512. There oneDNN's NHWC depthwise convolution
+    (``brdgmm_dw:avx2``) took 1.8-2.4x the time of its blocked one
+    (``jit_dw:avx2``, reached from NCHW), and ConvMixer's inference forward
+    ran 0.81-0.88x the time in NCHW (A/B on the 2-core AMD EPYC, -768/32 at
+    224 and -1536/20 at 512). Its training step stays channels-last: the NCHW
+    depthwise backward took 2.4x the time there. On the AVX-512 Intel Xeon
+    channels-last was the faster forward too (module docstring); AMD's
+    AVX-512 parts are not measured for this and keep channels-last."""
+    if x.device.type == 'cpu' and _CPU_CAPABILITY == 'AVX2' and not torch.is_grad_enabled():
+        return torch.contiguous_format
+    return torch.channels_last
 
 
 def _to_channels_last(grad: torch.Tensor) -> torch.Tensor:

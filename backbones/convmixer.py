@@ -24,7 +24,7 @@ from timm.models.convmixer import Residual
 from torch import nn
 
 from densekit.registry import MODELS
-from .base import PyramidBackbone
+from .base import PyramidBackbone, conv_memory_format
 
 ACTIVATIONS = {'gelu': nn.GELU, 'relu': nn.ReLU}
 
@@ -79,17 +79,18 @@ class ConvMixer(PyramidBackbone):
         self._check_levels()
         self.stem = nn.Sequential(nn.Conv2d(in_channels, dim, p, stride=p), act(), nn.BatchNorm2d(dim))
         self.blocks = nn.ModuleList(mixer_block(dim, arch['kernel_size'], act) for _ in range(depth))
-        self.to(memory_format=torch.channels_last)  # see PyramidBackbone: memory format
+        # weights stay NCHW-strided: each call's layout is chosen for its input (conv_memory_format)
 
     def frozen_modules(self, upto: int) -> list[nn.Module]:
         return [self.stem, *self.blocks[:upto]]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """x: (B, 3, H, W), any H, W. Returns one (B, dim, ceil(H/p), ceil(W/p))
-        map per ``out_indices`` entry (NCHW tensors in channels-last memory)."""
+        map per ``out_indices`` entry: NCHW tensors in channels-last memory, or in
+        NCHW memory for inference on AVX2-only CPUs (``base.conv_memory_format``)."""
         p = self.patch_size
         x = F.pad(x, (0, -x.shape[-1] % p, 0, -x.shape[-2] % p))
-        x = self.stem(x.contiguous(memory_format=torch.channels_last))
+        x = self.stem(x.contiguous(memory_format=conv_memory_format(x)))
         outs = []
         for i, block in enumerate(self.blocks):
             x = self.run_block(block, x)

@@ -5,8 +5,9 @@ speed is measured by tools/benchmark.py).
   follow the weights and the map size, and are never used in training;
 * Swin's window attention reaches SDPA's fused CPU kernel, not its math
   fallback, in inference and in training;
-* the convolutional families keep their weights and maps channels-last, and
-  so the gradients that come back into their outputs;
+* the convolutional families run their maps channels-last (ConvMixer's
+  inference on AVX2-only CPUs: NCHW, ``base.conv_memory_format``), and so
+  the gradients that come back into their outputs;
 * under autocast without gradients, every backbone runs on weights cast once,
   with the outputs autocast gives.
 """
@@ -91,16 +92,20 @@ def test_coatnet_attention_takes_the_fused_cpu_kernel_in_training():
     assert 'aten::isneginf' not in ops and 'aten::_safe_softmax' not in ops, ops
 
 
-CHANNELS_LAST_FAMILIES = [
-    lambda: ConvMixer(dict(dim=16, depth=2, kernel_size=5, patch_size=7, act='gelu'), out_indices=(0, 1)),
-    _coatnet,
-    lambda: ViTAE(dict(embed_dims=(8, 8, 16), token_dims=(8, 16, 32), depth=1, num_heads=2, mlp_ratio=2.,
-                       group=4), drop_path_rate=0.),
-]
+def _convmixer():
+    return ConvMixer(dict(dim=16, depth=2, kernel_size=5, patch_size=7, act='gelu'), out_indices=(0, 1))
+
+
+def _vitae():
+    return ViTAE(dict(embed_dims=(8, 8, 16), token_dims=(8, 16, 32), depth=1, num_heads=2, mlp_ratio=2.,
+                      group=4), drop_path_rate=0.)
+
+
+CHANNELS_LAST_FAMILIES = [_convmixer, _coatnet, _vitae]
 CHANNELS_LAST_IDS = ['convmixer', 'coatnet', 'vitae']
 
 
-@pytest.mark.parametrize('build', CHANNELS_LAST_FAMILIES, ids=CHANNELS_LAST_IDS)
+@pytest.mark.parametrize('build', [_coatnet, _vitae], ids=['coatnet', 'vitae'])
 def test_convolutions_stay_channels_last(build):
     model = build()
     nchw = {k: v.contiguous() for k, v in build().state_dict().items()}  # e.g. a timm checkpoint
@@ -118,6 +123,37 @@ def test_convolutions_stay_channels_last(build):
     assert all(o.dim() == 4 and o.is_contiguous(memory_format=torch.channels_last) for o in outs)
     for a, b in zip(outs, expected):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('capability, inference_layout', [
+    ('AVX2', torch.contiguous_format), ('AVX512', torch.channels_last)])
+def test_convmixer_layout_follows_the_call(monkeypatch, capability, inference_layout):
+    """ConvMixer keeps NCHW-strided weights, so its convolutions follow the
+    input's layout: channels-last under autograd; for inference, NCHW where
+    oneDNN has only AVX2 (its NHWC depthwise kernel is the slow one there).
+    Every layout gives the NCHW reference's maps."""
+    import backbones.base as base
+    monkeypatch.setattr(base, '_CPU_CAPABILITY', capability)
+    model = _convmixer()
+    nchw = {k: v.contiguous() for k, v in model.state_dict().items()}
+    model.load_state_dict(nchw)
+    reference = _convmixer().eval()
+    reference.load_state_dict(nchw)
+    x = torch.randn(1, 3, 70, 56)  # whole patches: the reference below does not pad
+    expected = []
+    with torch.no_grad():  # the reference's own layout, plain NCHW convolutions
+        y = reference.stem(x)
+        for block in reference.blocks:
+            expected.append(y := block(y))
+        outs = model.eval()(x)
+    assert all(o.is_contiguous(memory_format=inference_layout) for o in outs)
+    assert not any(o.is_contiguous(memory_format=torch.channels_last) for o in expected)
+    for a, b in zip(outs, expected):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    outs = model(x)  # autograd on: channels-last whatever the CPU
+    assert all(o.is_contiguous(memory_format=torch.channels_last) and not o.is_contiguous() for o in outs)
+    for a, b in zip(outs, expected):
+        torch.testing.assert_close(a.detach(), b, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize('build', CHANNELS_LAST_FAMILIES, ids=CHANNELS_LAST_IDS)
