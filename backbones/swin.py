@@ -232,9 +232,9 @@ class SwinTransformer(PyramidBackbone):
             for block in stage.blocks:
                 x = self.run_block(block, x)
             if i in self.out_indices:
+                # no loop local for the normed map: it would stay alive through the next stage
                 norm = getattr(self, f'norm{i}', None)
-                out = norm(x) if norm is not None else x
-                outs.append(out.permute(0, 3, 1, 2).contiguous())
+                outs.append((norm(x) if norm is not None else x).permute(0, 3, 1, 2).contiguous())
             if i == max(self.out_indices):
                 break
         return tuple(outs)
