@@ -12,12 +12,13 @@ keeps NCHW-strided weights, so its convolutions follow the layout its input is
 given by :func:`conv_memory_format`: channels-last, but NCHW for inference on
 AVX2-only CPUs. On CPU, oneDNN's depthwise convolutions and their backward
 are much faster channels-last: in interleaved A/Bs on the 2-core Intel Xeon
-(AVX-512, AMX) ConvMixer-1536/20 at 512 took 0.90x the forward and 0.70x the training
-step of NCHW, ConvMixer-768/32 at 224 0.72x / 0.56x, CoAtNet-0 at 512 0.80x
-the forward; on the AVX2-only AMD EPYC the forward is the exception (see
-:func:`conv_memory_format`). Outputs are NCHW tensors in channels-last memory
-(all torch ops accept them; ``.contiguous()`` gives NCHW memory), and :meth:`PyramidBackbone.channels_last_grads`
-keeps the gradients that heads send back into them channels-last too.
+(AVX-512, AMX) ConvMixer-1536/20 at 512 took 0.90x the forward and 0.70x the
+training step of NCHW, ConvMixer-768/32 at 224 0.72x / 0.56x, CoAtNet-0 at
+512 0.80x the forward; on the AVX2-only AMD EPYC the forward is the exception
+(see :func:`conv_memory_format`). Outputs are NCHW tensors in channels-last
+memory (all torch ops accept them; ``.contiguous()`` gives NCHW memory), and
+:meth:`PyramidBackbone.channels_last_grads` keeps the gradients that heads
+send back into them channels-last too.
 """
 from __future__ import annotations
 
