@@ -123,11 +123,17 @@ def _gathered_bias(table: torch.Tensor, index: torch.Tensor | None, mask: torch.
 
 
 def _attention_scores(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
-    """q k^T * scale + bias as (B*heads, N, M); ``bias`` is (G, heads, N, M) and
-    serves the batch as ``bias.repeat(B // G, 1, 1, 1)`` would."""
-    B, h, N, _ = q.shape
-    bias = bias.expand(B // bias.shape[0], *bias.shape).reshape(B * h, N, -1)  # a view unless B > G > 1
-    return torch.baddbmm(bias, q.flatten(0, 1), k.flatten(0, 1).transpose(1, 2), alpha=scale)
+    """q k^T * scale + bias as (B*heads, N, M) for (B, heads, N, d) q, k;
+    ``bias`` is (G, heads, N, M) and serves the batch as
+    ``bias.repeat(B // G, 1, 1, 1)`` would."""
+    return _flat_scores(q.flatten(0, 1), k.flatten(0, 1), bias, scale)
+
+
+def _flat_scores(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
+    """:func:`_attention_scores` of q, k already flattened to (B*heads, N, d)."""
+    G, h, N, M = bias.shape
+    bias = bias.expand(q.shape[0] // (G * h), G, h, N, M).reshape(q.shape[0], N, M)  # a view unless B > G > 1
+    return torch.baddbmm(bias, q, k.transpose(1, 2), alpha=scale)
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor, scale: float,
@@ -179,17 +185,18 @@ class _BiasedAttention(torch.autograd.Function):
         q, k, v, table, index, mask = ctx.saved_tensors
         scale = ctx.scale
         B, h, N, M = *q.shape[:3], k.shape[2]
+        # (B*h, N, d) operands for bmm, each flattened once: Swin's q, k, v are
+        # strided views of its qkv projection and flattening copies them
+        q, k, v, grad_out = (t.flatten(0, 1) for t in (q, k, v, grad_out))
         bias = _gathered_bias(table, index, mask)  # rebuilt
         groups = bias.shape[0]
-        probs = _attention_scores(q, k, bias, scale).softmax(-1)  # recomputed
+        probs = _flat_scores(q, k, bias, scale).softmax(-1)  # recomputed
         del bias
-        grad_out = grad_out.flatten(0, 1)
         grad_v = (probs.transpose(1, 2) @ grad_out).unflatten(0, (B, h))
-        grad_scores = torch._softmax_backward_data(grad_out @ v.flatten(0, 1).transpose(1, 2),
-                                                   probs, -1, probs.dtype)
+        grad_scores = torch._softmax_backward_data(grad_out @ v.transpose(1, 2), probs, -1, probs.dtype)
         del probs
-        grad_q = (grad_scores @ k.flatten(0, 1)).mul_(scale).unflatten(0, (B, h))
-        grad_k = (grad_scores.transpose(1, 2) @ q.flatten(0, 1)).mul_(scale).unflatten(0, (B, h))
+        grad_q = (grad_scores @ k).mul_(scale).unflatten(0, (B, h))
+        grad_k = (grad_scores.transpose(1, 2) @ q).mul_(scale).unflatten(0, (B, h))
         grad_table = None
         if ctx.needs_input_grad[4]:
             if index is not None:  # one table serves every image and group (gather_bias's backward)
