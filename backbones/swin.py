@@ -224,7 +224,10 @@ class SwinTransformer(PyramidBackbone):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """x: (B, 3, H, W), any H, W. Returns one (B, C_i, ceil(H/s_i), ceil(W/s_i))
         map per ``out_indices`` entry, s_i in 4/8/16/32."""
-        x = self.pos_drop(self.patch_embed(x))
+        # channels-last input: the 4x4 patch conv then writes the (B, H, W, C) tokens
+        # directly, so they and their LayerNorm need no copy (patch embedding at 512:
+        # 0.58x the forward, 0.61x the forward+backward time of NCHW; .scratch A/B)
+        x = self.pos_drop(self.patch_embed(x.contiguous(memory_format=torch.channels_last)))
         outs = []
         for i, stage in enumerate(self.stages):
             if stage.downsample is not None:

@@ -4,7 +4,8 @@ speed is measured by tools/benchmark.py).
 * attention biases kept for inference (``backbones.layers.cached_for_inference``)
   follow the weights and the map size, and are never used in training;
 * Swin's window attention reaches SDPA's fused CPU kernel, not its math
-  fallback, in inference and in training;
+  fallback, in inference and in training; its patch conv writes the tokens
+  in their memory order;
 * the convolutional families run their maps channels-last (ConvMixer's
   inference on AVX2-only CPUs: NCHW, ``base.conv_memory_format``), and so
   the gradients that come back into their outputs;
@@ -90,6 +91,21 @@ def test_coatnet_attention_takes_the_fused_cpu_kernel_in_training():
     flash = sum(n for k, n in ops.items() if 'flash_attention' in k and 'backward' not in k)
     assert blocks and flash >= blocks, ops
     assert 'aten::isneginf' not in ops and 'aten::_safe_softmax' not in ops, ops
+
+
+def test_swin_patch_embedding_writes_its_tokens_without_a_copy():
+    """Swin's 4x4 patch conv runs on a channels-last input, so its output is
+    the (B, H, W, C) tokens in memory order: the LayerNorm after it gets them
+    contiguous (no copy in its forward, none in its backward)."""
+    model = _swin().eval()
+    seen = []
+    model.patch_embed.norm.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    x = torch.randn(1, 3, 84, 56)  # an NCHW input
+    with torch.no_grad():
+        model(x)
+        expected = model.patch_embed.proj(x.contiguous()).permute(0, 2, 3, 1)  # the conv in NCHW
+    assert seen[0].shape == (1, 21, 14, 16) and seen[0].is_contiguous()
+    torch.testing.assert_close(seen[0], expected, atol=1e-5, rtol=1e-5)
 
 
 def _convmixer():
