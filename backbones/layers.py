@@ -123,14 +123,9 @@ def _gathered_bias(table: torch.Tensor, index: torch.Tensor | None, mask: torch.
 
 
 def _attention_scores(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
-    """q k^T * scale + bias as (B*heads, N, M) for (B, heads, N, d) q, k;
-    ``bias`` is (G, heads, N, M) and serves the batch as
+    """q k^T * scale + bias as (B*heads, N, M) for q, k flattened to
+    (B*heads, N, d); ``bias`` is (G, heads, N, M) and serves the batch as
     ``bias.repeat(B // G, 1, 1, 1)`` would."""
-    return _flat_scores(q.flatten(0, 1), k.flatten(0, 1), bias, scale)
-
-
-def _flat_scores(q: torch.Tensor, k: torch.Tensor, bias: torch.Tensor, scale: float) -> torch.Tensor:
-    """:func:`_attention_scores` of q, k already flattened to (B*heads, N, d)."""
     G, h, N, M = bias.shape
     bias = bias.expand(q.shape[0] // (G * h), G, h, N, M).reshape(q.shape[0], N, M)  # a view unless B > G > 1
     return torch.baddbmm(bias, q, k.transpose(1, 2), alpha=scale)
@@ -190,7 +185,7 @@ class _BiasedAttention(torch.autograd.Function):
         q, k, v, grad_out = (t.flatten(0, 1) for t in (q, k, v, grad_out))
         bias = _gathered_bias(table, index, mask)  # rebuilt
         groups = bias.shape[0]
-        probs = _flat_scores(q, k, bias, scale).softmax(-1)  # recomputed
+        probs = _attention_scores(q, k, bias, scale).softmax(-1)  # recomputed
         del bias
         grad_v = (probs.transpose(1, 2) @ grad_out).unflatten(0, (B, h))
         grad_scores = torch._softmax_backward_data(grad_out @ v.transpose(1, 2), probs, -1, probs.dtype)
@@ -242,6 +237,6 @@ def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: to
     if dropout_p:
         return _attend(q, k, v, bias, scale, dropout_p)
     if q.shape[-1] != v.shape[-1]:
-        probs = _attention_scores(q, k, bias, scale).softmax(-1)
+        probs = _attention_scores(q.flatten(0, 1), k.flatten(0, 1), bias, scale).softmax(-1)
         return (probs @ v.flatten(0, 1)).unflatten(0, q.shape[:2])
     return _attend(q, k, v, bias, scale)
