@@ -11,7 +11,7 @@ to a multiple of p, so maps are (B, dim, ceil(H/p), ceil(W/p)) (timm's
 model floors instead: it drops the last partial patch).
 
 Parameter names are timm's (``convmixer_*``); the official release's
-``nn.Sequential`` layout also loads (:meth:`ConvMixer.checkpoint_filter`).
+``nn.Sequential`` layout and mmpretrain's also load (:meth:`ConvMixer.checkpoint_filter`).
 """
 from __future__ import annotations
 
@@ -102,9 +102,10 @@ class ConvMixer(PyramidBackbone):
 
     @staticmethod
     def checkpoint_filter(state_dict: dict, model: 'ConvMixer') -> dict:
-        """timm (``stem.``, ``blocks.``, ``head.``) or the official
-        ``nn.Sequential`` (0: patch conv, 2: its BN, 3..depth+2: blocks,
-        depth+5: classifier) -> our keys; the classifier maps to None."""
+        """timm (``stem.``, ``blocks.``, ``head.``), mmpretrain (timm's with
+        ``stages.`` for ``blocks.``) or the official ``nn.Sequential`` (0:
+        patch conv, 2: its BN, 3..depth+2: blocks, depth+5: classifier) -> our
+        keys; the classifier maps to None."""
         depth = model.num_levels
         out = {}
         for k, v in state_dict.items():
@@ -113,5 +114,7 @@ class ConvMixer(PyramidBackbone):
                 i, rest = int(m[1]), m[2]
                 k = (f'stem.{i}.{rest}' if i < 3 else f'blocks.{i - 3}.{rest}' if i < depth + 3
                      else f'head.{rest}')
+            elif k.startswith('stages.'):  # mmpretrain
+                k = 'blocks.' + k[len('stages.'):]
             out[k] = None if k.startswith('head.') else v
         return out

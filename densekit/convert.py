@@ -1,9 +1,11 @@
 """Convert a release checkpoint (official, timm, mmseg/mmpretrain) into our
-backbone layout, once, so that training starts from a plain file.
+backbone layout, once, so that training starts from a plain file; or a whole
+model (a toolbox zoo's checkpoint) into a config's model layout.
 
 The conversion is each family's own ``checkpoint_filter`` (the one
-``init_cfg=dict(type='Pretrained')`` runs); this module only builds the
-backbone, reports what matched and writes the result.
+``init_cfg=dict(type='Pretrained')`` runs), and for whole models
+:func:`densekit.whole_model.to_model_layout` (the one every loader runs); this
+module only builds the model, reports what matched and writes the result.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from mmengine.registry import MODELS
 from torch import nn
 
 from .checkpoint import LoadReport, extract_state_dict, load_file, load_state
+from .whole_model import release_state_dict, to_model_layout
 
 # Family names users type, to our registered type names.
 FAMILIES = {
@@ -71,6 +74,48 @@ def convert_checkpoint(model: nn.Module, src: str | os.PathLike, dst: str | os.P
         save_file(out, str(dst), metadata=meta)
     else:
         torch.save({'state_dict': out, 'meta': meta}, dst)
+    return report, out
+
+
+def build_model(config: str) -> nn.Module:
+    """The whole model of a config (segmentor, detector or classifier), not
+    initialised: no pretrained file is read."""
+    from mmengine.registry import DefaultScope
+
+    from .config import load_config, task_of
+    import backbones, heads, necks  # noqa: F401,E401  (register our modules)
+    cfg = load_config(config)
+    task_of(cfg)
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        return MODELS.build(cfg.model)
+
+
+def convert_whole_model(config: str, src: str | os.PathLike, dst: str | os.PathLike,
+                        strict: bool = False) -> tuple[LoadReport, dict[str, torch.Tensor]]:
+    """Convert the whole-model checkpoint ``src`` (an mmseg/mmdet/mmpretrain
+    zoo file, an official/timm classifier release, or ours) into the layout of
+    ``config``'s model and write ``{'state_dict', 'meta'}`` to ``dst`` (with
+    the source's ``meta`` entries that are plain data, e.g. ``dataset_meta``).
+
+    ``strict``: fail unless every weight of the model is in the checkpoint and
+    every converted key is in the model. Returns the report and the state dict.
+    """
+    model = build_model(config)
+    raw = load_file(src)
+    state = extract_state_dict(release_state_dict(raw))
+    if not state:
+        raise ValueError(f'{src}: no weights found')
+    converted = to_model_layout(model, state)
+    report = load_state(model, converted, lambda sd, _: sd, str(src), strict=strict)
+    own = model.state_dict().keys()
+    out = {k: v.detach().contiguous().clone() for k, v in converted.items() if k in own}
+    meta = {k: v for k, v in (raw.get('meta') or {}).items() if k in ('dataset_meta', 'mmseg_version',
+                                                                     'mmdet_version', 'mmpretrain_version')}
+    meta.update(source=str(src), config=str(config), missing=','.join(report.missing),
+                unexpected=','.join(report.unexpected))
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({'state_dict': out, 'meta': meta}, dst)
     return report, out
 
 

@@ -11,7 +11,8 @@ Each toolbox's own API does the work (mmseg ``init_model``/``inference_model``
 ``DetLocalVisualizer``; mmpretrain ``get_model`` + ``ImageClassificationInferencer``);
 this module adds one entry point, a strict check that the checkpoint fits the
 model (the toolboxes load with ``strict=False`` and only log what did not fit)
-and the files it writes.
+and the files it writes. Whole-model checkpoints of the toolboxes' zoos and
+official classifier releases load too (:mod:`densekit.whole_model`).
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from torch import nn
 
 from .checkpoint import extract_state_dict, load_file
 from .config import load_config, task_of
+from .whole_model import release_state_dict, to_model_layout
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -98,7 +100,7 @@ def init_model(config: str | Config, checkpoint: str | None = None, device: str 
 
 def _init_model(cfg: Config, task: str, checkpoint: str | None, device: str) -> Predictor:
     raw = load_file(checkpoint) if checkpoint else {}
-    state = extract_state_dict(raw) if checkpoint else None
+    state = extract_state_dict(release_state_dict(raw)) if checkpoint else None
     if task == 'segmentation':
         from mmseg.apis import init_model as init_segmentor
         model = init_segmentor(cfg, checkpoint, device=device)
@@ -109,7 +111,9 @@ def _init_model(cfg: Config, task: str, checkpoint: str | None, device: str) -> 
         from mmpretrain.apis import ImageClassificationInferencer, get_model
         model = get_model(cfg, pretrained=checkpoint or False, device=device)
     if state is not None:
-        _check_fits(model, state, checkpoint, getattr(cfg, 'filename', None) or 'the config')
+        # the toolboxes loaded it through densekit.whole_model (their zoos' and
+        # release layouts); check what that made of it
+        _check_fits(model, to_model_layout(model, state), checkpoint, getattr(cfg, 'filename', None) or 'the config')
     if task != 'classification' and 'dataset_meta' not in raw.get('meta', {}):
         # mmseg/mmdet would guess the classes from their count (e.g. Cityscapes
         # for 19); the config's own test dataset knows them

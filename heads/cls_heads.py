@@ -15,32 +15,6 @@ from densekit.registry import MODELS
 
 
 @MODELS.register_module()
-class TokenNormClsHead(ClsHead):
-    """LayerNorm at every position, mean over positions, then a linear
-    classifier: the official ViTAE classifier (``norm``, ``torch.mean(x, 1)``,
-    ``head``). mmpretrain's heads pool first and normalise after (or not at all),
-    which is not the same function, so ViTAE's weights would not reproduce.
-
-    Args:
-        num_classes: classes.
-        in_channels: channels C of the last map.
-    """
-
-    def __init__(self, num_classes: int, in_channels: int, **kwargs):
-        super().__init__(**kwargs)
-        self.norm = nn.LayerNorm(in_channels)
-        self.fc = nn.Linear(in_channels, num_classes)
-
-    def pre_logits(self, feats: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """feats[-1]: (B, C, H, W) -> (B, C)."""
-        return self.norm(feats[-1].flatten(2).transpose(1, 2)).mean(1)
-
-    def forward(self, feats: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """-> (B, num_classes) logits."""
-        return self.fc(self.pre_logits(feats))
-
-
-@MODELS.register_module()
 class NormMlpClsHead(ClsHead):
     """Average pool, LayerNorm, ``Linear + tanh`` pre-logits, linear classifier:
     timm's ``NormMlpClassifierHead``, the head of the CoAtNet paper variants

@@ -30,6 +30,10 @@ def test_config_builds_model(path):
         _check_detection_pyramid(cfg, model)
         return
     assert task == 'segmentation'
+    if model.with_neck and cfg.model.neck.type == 'MultiLevelNeck':
+        # mmseg's neck (resizes by its scales; configs that load mmseg's ViT checkpoints)
+        assert list(cfg.model.decode_head.in_channels) == [cfg.model.neck.out_channels] * len(cfg.model.neck.scales)
+        return
     # isotropic backbones get their pyramid from the adapter neck
     pyramid = model.neck if model.with_neck else model.backbone
     assert list(cfg.model.decode_head.in_channels) == list(pyramid.out_channels)
@@ -53,6 +57,38 @@ def _check_detection_pyramid(cfg: Config, model) -> None:
     if 'roi_head' in cfg.model:
         for extractor in ('bbox_roi_extractor', 'mask_roi_extractor'):
             assert list(cfg.model.roi_head[extractor].featmap_strides) == strides[:4]
+
+
+# Each UPerNet config -> the mmseg recipe it cites (configs/<...> in mmseg's wheel);
+# the families mmseg lacks cite the Swin recipe.
+SWIN_T_RECIPE = 'swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
+SEG_RECIPES = {
+    'upernet_swin_ade20k.py': SWIN_T_RECIPE,
+    'upernet_swin-s_ade20k.py': 'swin/swin-small-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
+    'upernet_swin-b_ade20k.py': 'swin/swin-base-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
+    'upernet_swin-b-w12_ade20k.py':
+        'swin/swin-base-patch4-window12-in1k-384x384-pre_upernet_8xb2-160k_ade20k-512x512.py',
+    'upernet_vit-b16_ade20k.py': 'vit/vit_vit-b16_mln_upernet_8xb2-160k_ade20k-512x512.py',
+    'upernet_vit-b16-mln_ade20k.py': 'vit/vit_vit-b16_mln_upernet_8xb2-160k_ade20k-512x512.py',
+    'upernet_vit-b16-ln-mln_ade20k.py': 'vit/vit_vit-b16-ln_mln_upernet_8xb2-160k_ade20k-512x512.py',
+    'upernet_mae-vit-b16_ade20k.py': 'mae/mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py',
+    'upernet_levit-256_ade20k.py': SWIN_T_RECIPE, 'upernet_levit-128s_ade20k.py': SWIN_T_RECIPE,
+    'upernet_coatnet-0_ade20k.py': SWIN_T_RECIPE, 'upernet_convmixer-1536-20_ade20k.py': SWIN_T_RECIPE,
+    'upernet_vitae-s_ade20k.py': SWIN_T_RECIPE,
+}
+
+
+def test_segmentation_configs_test_as_their_recipe():
+    """Whole-image or sliding-window inference (crop, stride) and the test
+    pipeline are those of the mmseg recipe each config cites."""
+    import mmseg
+    recipes = Path(mmseg.__file__).parent / '.mim' / 'configs'
+    ours = sorted(p.name for p in (ROOT / 'configs').glob('upernet_*_ade20k.py'))
+    assert ours == sorted(SEG_RECIPES)
+    for name, recipe in SEG_RECIPES.items():
+        cfg, ref = Config.fromfile(str(ROOT / 'configs' / name)), Config.fromfile(str(recipes / recipe))
+        assert cfg.model.test_cfg.to_dict() == ref.model.test_cfg.to_dict(), name
+        assert cfg.test_dataloader.dataset.pipeline == ref.test_dataloader.dataset.pipeline, name
 
 
 def test_swin_variants_follow_the_paper():

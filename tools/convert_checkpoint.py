@@ -4,11 +4,15 @@ backbone layout, with a report of matched, missing, unexpected and ignored keys.
 
     python tools/convert_checkpoint.py swin swin_tiny_patch4_window7_224.pth pretrained/swin_t.pth --arch tiny
     python tools/convert_checkpoint.py levit model.safetensors pretrained/levit_256.pth --arch 256
-    python tools/convert_checkpoint.py swin upernet_swin.pth swin_t.pth --prefix backbone.   # a whole mmseg model
+    python tools/convert_checkpoint.py swin upernet_swin.pth swin_t.pth --prefix backbone.   # its backbone
+    python tools/convert_checkpoint.py configs/upernet_swin_ade20k.py upernet_swin.pth ours.pth  # whole model
 
 FAMILY_OR_TYPE is a family (swin, vit, mae, vitae, levit, coatnet, convmixer) or
 a type (SwinTransformer). DST ending in .safetensors is written with
 safetensors, else as {'state_dict', 'meta'} that loads with weights_only=True.
+Given a CONFIG (a .py file) instead, SRC is a whole model (an mmseg, mmdet or
+mmpretrain zoo checkpoint, or an official classifier release) and DST the
+config's whole model, for tools/test.py or load_from.
 """
 import argparse
 import os
@@ -18,13 +22,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import densekit  # noqa: E402,F401
 from densekit.cli import user_errors  # noqa: E402
-from densekit.convert import build_backbone, convert_checkpoint  # noqa: E402
+from densekit.convert import build_backbone, convert_checkpoint, convert_whole_model  # noqa: E402
 from mmengine.config import DictAction  # noqa: E402
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('family', metavar='FAMILY_OR_TYPE', help='e.g. swin, vit, levit or SwinTransformer')
+    parser.add_argument('family', metavar='FAMILY_OR_TYPE', help='e.g. swin, vit, levit or SwinTransformer; '
+                        'or a config file (whole-model conversion)')
     parser.add_argument('src', help='release checkpoint (.pth, .pt, .bin or .safetensors)')
     parser.add_argument('dst', help='output file (.pth or .safetensors)')
     parser.add_argument('--arch', help="variant, e.g. tiny, base, 256, 768_32, 0 (default: the family's)")
@@ -38,6 +43,14 @@ def main(argv=None):
     with user_errors('convert_checkpoint'):
         if os.path.abspath(args.src) == os.path.abspath(args.dst):
             raise ValueError(f'{args.dst}: refusing to overwrite the source checkpoint')
+        if args.family.endswith('.py'):
+            if args.arch or args.prefix or args.options:
+                raise ValueError('--arch, --prefix and --options select a backbone; with a config '
+                                 f'({args.family}) the whole model is converted')
+            report, out = convert_whole_model(args.family, args.src, args.dst, strict=args.strict)
+            print(report)
+            print(f'wrote {len(out)} tensors ({args.family}) to {args.dst}')
+            return
         model = build_backbone(args.family, args.arch, **args.options)
         report, out = convert_checkpoint(model, args.src, args.dst, prefix=args.prefix, strict=args.strict)
         print(f'{type(model).__name__}(arch={args.arch or "default"}): matched {report.loaded} of '

@@ -1,15 +1,22 @@
-"""ViTAE backbone: cells, official checkpoint layout, paper sizes, pyramid at any size.
+"""ViTAE backbone: cells, official checkpoint layout, paper sizes, pyramid at any size,
+and outputs of the official code.
 
-There is no ViTAE in timm, mmseg or mmpretrain to compare outputs with, so the
-official layout is written down here from the official code, independently of
-``backbones.vitae`` (:func:`official_state_shapes`), and the cells are checked
-against the definitions they implement (Performer kernel attention, PCM fused
-by addition, dilation-major PRM concatenation).
+There is no ViTAE in timm, mmseg or mmpretrain. The official code (not
+installable) was run once to record a small official classifier, an input and
+its outputs (``tests/data/vitae_official_tiny.npz``, made by
+``tests/data/make_vitae_official_fixture.py``): our backbone and our classifier
+config must reproduce them. Besides, the official layout is written down here
+from the official code, independently of ``backbones.vitae``
+(:func:`official_state_shapes`), and the cells are checked against the
+definitions they implement (Performer kernel attention, PCM fused by addition,
+dilation-major PRM concatenation).
 """
 import argparse
 import math
 import pickle
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -360,6 +367,53 @@ def test_checkpoint_of_another_variant_names_the_keys(tmp_path):
     torch.save(_official_state(_reference_tiny()), path)
     with pytest.raises(ValueError, match=r'(?s)does not fit ViTAE.*layers\.0\.RC\.PCM\.5\.weight'):
         ViTAE('small').load_pretrained(str(path))
+
+
+# -- outputs of the official code -----------------------------------------------------
+
+FIXTURE = Path(__file__).parents[1] / 'data' / 'vitae_official_tiny.npz'
+# the recorded official model (make_vitae_official_fixture.py: ARCH) in our terms
+FIXTURE_ARCH = dict(embed_dims=(8, 8, 16), token_dims=(8, 16, 32), depth=2, num_heads=2, mlp_ratio=2., group=8)
+
+
+def _official_fixture() -> tuple[dict, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(official state dict, input, official last tokens (B, N, C), official logits)."""
+    data = np.load(FIXTURE)
+    state = {k[len('weight/'):]: torch.from_numpy(data[k]).float() if data[k].dtype == np.float16
+             else torch.from_numpy(data[k]) for k in data.files if k.startswith('weight/')}
+    return (state, torch.from_numpy(data['input']).float(), torch.from_numpy(data['tokens']),
+            torch.from_numpy(data['logits']))
+
+
+def test_backbone_reproduces_the_official_tokens():
+    """The recorded official model's weights load into our backbone with
+    nothing missing, and its stride-16 map is the official last tokens."""
+    state, x, tokens, _ = _official_fixture()
+    model = ViTAE(FIXTURE_ARCH, drop_path_rate=0., out_indices=(2,)).eval()
+    report = model.load_pretrained_state(state, strict=True)
+    assert report.ignored == ['head.bias', 'head.weight']
+    with torch.no_grad():
+        out = model(x)[0]
+    assert (out.flatten(2).transpose(1, 2) - tokens).abs().max() <= 1e-4
+
+
+def test_classifier_config_reproduces_the_official_logits(tmp_path):
+    """An official release file (a timm training checkpoint: ``state_dict``
+    and the EMA ``state_dict_ema`` the official validate.py evaluates) loads
+    into configs/vitae-t_imagenet.py as it is, classifier included, through
+    ``densekit.inference.init_model``; the logits are the official ones: the
+    official classifier is the mean token and one linear layer, no norm."""
+    from densekit.inference import init_model
+    state, x, _, logits = _official_fixture()
+    raw = {k: v + 1 if v.is_floating_point() else v for k, v in state.items()}  # the non-EMA weights
+    path = tmp_path / 'ViTAE-T.pth.tar'
+    torch.save({'epoch': 299, 'state_dict': raw, 'state_dict_ema': state}, path)
+    options = {'model.backbone.arch': FIXTURE_ARCH, 'model.head.in_channels': 32, 'model.head.num_classes': 10,
+               'model.data_preprocessor.num_classes': 10}
+    predictor = init_model('configs/vitae-t_imagenet.py', str(path), cfg_options=options)
+    with torch.no_grad():
+        ours = predictor.model(x, mode='tensor')
+    assert (ours - logits).abs().max() <= 1e-4
 
 
 # -- training behaviour ------------------------------------------------------------

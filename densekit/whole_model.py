@@ -1,0 +1,144 @@
+"""Whole-model checkpoints of other layouts in DenseKit configs: the mmseg,
+mmdet and mmpretrain zoos (``{'meta', 'state_dict'}`` with ``backbone.``,
+``neck.``, ``decode_head.`` ... keys) and official / timm classifier releases
+(backbone keys at the top level, a linear ``head``).
+
+A toolbox's model and ours differ in the backbone: its slice of the state dict
+goes through the family's own ``checkpoint_filter`` (the converter that
+``init_cfg=dict(type='Pretrained')`` runs). Necks and heads are the toolboxes'
+own modules in our configs, so their keys pass unchanged, except where our
+config uses another head of the same function (:data:`HEAD_RENAMES`).
+
+:func:`to_model_layout` does this for a state dict. :func:`convert_on_load`
+puts it under mmengine's ``_load_checkpoint_to_model``, which every loader
+shares: ``Runner.load_checkpoint`` (``tools/test.py``, ``load_from``,
+``--resume``) and ``mmengine.runner.load_checkpoint`` (mmseg's
+``init_model``, mmdet's ``init_detector``, mmpretrain's ``get_model``, hence
+``densekit.inference`` and ``tools/infer.py``). A checkpoint already in the
+model's layout is passed through untouched.
+"""
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+__all__ = ['to_model_layout', 'convert_on_load', 'release_state_dict', 'HEAD_RENAMES']
+
+# (toolbox key prefix, ours): applied when only the renamed key is the model's.
+HEAD_RENAMES = (
+    # mmpretrain's VisionTransformerClsHead (no hidden layer) is our LinearClsHead
+    ('head.layers.head.', 'head.fc.'),
+)
+
+
+def _converters(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """(prefix, module) of every submodule with a ``checkpoint_filter``
+    (our backbones), outermost first."""
+    return [(f'{name}.' if name else '', m) for name, m in model.named_modules()
+            if callable(getattr(type(m), 'checkpoint_filter', None)) and name]
+
+
+def _linear_head(model: nn.Module) -> str | None:
+    """Prefix of the model's single linear classifier (mmpretrain
+    ``LinearClsHead``: ``head.fc``), or None."""
+    head = getattr(model, 'head', None)
+    fc = getattr(head, 'fc', None)
+    if isinstance(fc, nn.Linear) and sum(isinstance(m, nn.Linear) for m in head.modules()) == 1:
+        return 'head.fc.'
+    return None
+
+
+def to_model_layout(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` mapped to ``model``'s keys: pure, dict in and dict out.
+
+    * Every backbone slice (``backbone.*``) not already in our layout goes
+      through the backbone's ``checkpoint_filter`` (keys it maps to None,
+      e.g. derived buffers, are dropped).
+    * A release classifier without ``backbone.`` keys (official ViTAE, timm
+      ``head.weight``) loads into a classifier config: backbone keys through
+      the filter, ``head.weight``/``head.bias`` to the linear head's
+      ``head.fc``.
+    * :data:`HEAD_RENAMES` where our head differs in name only; everything
+      else keeps its name, and what still does not fit is left for the
+      loader's strict check to name.
+
+    Returns ``state`` itself when every key already belongs to ``model``.
+    """
+    own = model.state_dict()
+    state = {k.removeprefix('module.'): v for k, v in state.items()}
+    if set(state) <= set(own):
+        return state
+    converters = _converters(model)
+    backbone = dict(converters).get('backbone.')
+    if backbone is not None and not any(k.startswith('backbone.') for k in state) \
+            and not any(k in own for k in state):
+        head = _linear_head(model)
+        out = {}
+        for k, v in state.items():
+            if head and k in ('head.weight', 'head.bias') and own.get(head + k[5:]) is not None \
+                    and own[head + k[5:]].shape == v.shape:
+                out[head + k[5:]] = v
+            else:
+                out['backbone.' + k] = v
+        state = out
+    for prefix, module in converters:
+        keys = [k for k in state if k.startswith(prefix)]
+        sub = {k[len(prefix):]: state[k] for k in keys}
+        if not sub or all(prefix + k in own for k in sub):
+            continue
+        converted = type(module).checkpoint_filter(sub, module)
+        state = {k: v for k, v in state.items() if not k.startswith(prefix)}
+        state.update({prefix + k: v for k, v in converted.items() if v is not None})
+    for old, new in HEAD_RENAMES:
+        for k in [k for k in state if k.startswith(old) and k not in own]:
+            if new + k[len(old):] in own:
+                state[new + k[len(old):]] = state.pop(k)
+    return state
+
+
+def release_state_dict(checkpoint: dict) -> dict:
+    """The weights of a checkpoint object: ``state_dict`` (mmengine, and
+    timm's training checkpoints, whose EMA ``state_dict_ema`` is taken when
+    present as the official ViTAE ``validate.py`` does), ``model`` (DeiT) or
+    the object itself."""
+    for key in ('state_dict_ema', 'state_dict', 'model'):
+        if isinstance(checkpoint.get(key), dict):
+            return checkpoint[key]
+    return checkpoint
+
+
+def _model_of(model: nn.Module) -> nn.Module:
+    return getattr(model, 'module', model)  # DDP and mmengine's wrappers
+
+
+def convert_on_load() -> None:
+    """Route mmengine's ``_load_checkpoint_to_model`` through
+    :func:`to_model_layout` (see the module docstring for who calls it).
+
+    Idempotent; the names are rebound in ``mmengine.runner.checkpoint`` and
+    ``mmengine.runner.runner``, which imported it."""
+    from mmengine.runner import checkpoint as ckpt_module
+    from mmengine.runner import runner as runner_module
+    original = ckpt_module._load_checkpoint_to_model
+    if getattr(original, '_densekit', False):
+        return
+
+    def _load_checkpoint_to_model(model, checkpoint, strict=False, logger=None,
+                                  revise_keys=[(r'^module\.', '')]):  # noqa: B006 (mmengine's default)
+        if isinstance(checkpoint, dict):
+            state = release_state_dict(checkpoint)
+            state = {_revise(k, revise_keys): v for k, v in state.items()}
+            converted = to_model_layout(_model_of(model), state)
+            checkpoint = {**checkpoint, 'state_dict': converted}
+        return original(model, checkpoint, strict, logger, revise_keys)
+
+    _load_checkpoint_to_model._densekit = True
+    ckpt_module._load_checkpoint_to_model = runner_module._load_checkpoint_to_model = _load_checkpoint_to_model
+
+
+def _revise(key: str, revise_keys) -> str:
+    for pattern, repl in revise_keys:
+        key = re.sub(pattern, repl, key)
+    return key
