@@ -50,6 +50,23 @@ def _linear_head(model: nn.Module) -> str | None:
     return None
 
 
+def _from_release(model: nn.Module, own: dict, state: dict) -> dict:
+    """A classifier release (no ``backbone.`` keys): classifier keys that fit
+    the model's head as they are (timm's ``head.fc``) or as its linear layer
+    (``head.weight`` -> ``head.fc.weight``) go there, all else to the backbone."""
+    head = _linear_head(model)
+    out = {}
+    for k, v in state.items():
+        linear = head + k[len('head.'):] if head and k in ('head.weight', 'head.bias') else None
+        if k.startswith('head.') and k in own and own[k].shape == v.shape:
+            out[k] = v
+        elif linear in own and own[linear].shape == v.shape:
+            out[linear] = v
+        else:
+            out['backbone.' + k] = v
+    return out
+
+
 def to_model_layout(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """``state`` mapped to ``model``'s keys: pure, dict in and dict out.
 
@@ -67,22 +84,12 @@ def to_model_layout(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[st
     Returns ``state`` itself when every key already belongs to ``model``.
     """
     own = model.state_dict()
-    state = {k.removeprefix('module.'): v for k, v in state.items()}
     if set(state) <= set(own):
         return state
+    state = {k.removeprefix('module.'): v for k, v in state.items()}
     converters = _converters(model)
-    backbone = dict(converters).get('backbone.')
-    if backbone is not None and not any(k.startswith('backbone.') for k in state) \
-            and not any(k in own for k in state):
-        head = _linear_head(model)
-        out = {}
-        for k, v in state.items():
-            if head and k in ('head.weight', 'head.bias') and own.get(head + k[5:]) is not None \
-                    and own[head + k[5:]].shape == v.shape:
-                out[head + k[5:]] = v
-            else:
-                out['backbone.' + k] = v
-        state = out
+    if any(p == 'backbone.' for p, _ in converters) and not any(k.startswith('backbone.') for k in state):
+        state = _from_release(model, own, state)
     for prefix, module in converters:
         keys = [k for k in state if k.startswith(prefix)]
         sub = {k[len(prefix):]: state[k] for k in keys}
@@ -128,10 +135,11 @@ def convert_on_load() -> None:
     def _load_checkpoint_to_model(model, checkpoint, strict=False, logger=None,
                                   revise_keys=[(r'^module\.', '')]):  # noqa: B006 (mmengine's default)
         if isinstance(checkpoint, dict):
-            state = release_state_dict(checkpoint)
-            state = {_revise(k, revise_keys): v for k, v in state.items()}
+            weights = release_state_dict(checkpoint)
+            state = {_revise(k, revise_keys): v for k, v in weights.items()}
             converted = to_model_layout(_model_of(model), state)
-            checkpoint = {**checkpoint, 'state_dict': converted}
+            if converted is not state or weights is not checkpoint.get('state_dict'):
+                checkpoint = {**checkpoint, 'state_dict': converted}
         return original(model, checkpoint, strict, logger, revise_keys)
 
     _load_checkpoint_to_model._densekit = True

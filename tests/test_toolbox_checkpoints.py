@@ -40,6 +40,7 @@ class Pair:
     ours_model: dict = field(default_factory=dict)  # reduced: the same, in our names
     shared: dict = field(default_factory=dict)  # reduced: merged into both (necks, heads)
     size: int = 64
+    always: dict = field(default_factory=dict)  # merged into both, at full size too
 
 
 def _swin(embed, depths, heads, window=7):
@@ -53,7 +54,10 @@ def _swin(embed, depths, heads, window=7):
             widths, heads_cfg)
 
 
-def _seg_swin(published, ours, depths, window=7, size=64):
+# mmseg's and mmdet's Swin shift windows on maps no larger than the window,
+# which the official Swin (and ours) does not: at 256 (window 7) or 416
+# (window 12) the last map is larger, as at the published test sizes.
+def _seg_swin(published, ours, depths, window=7, size=256):
     tb, ob, _, heads = _swin(16, depths, (1, 2, 2, 4), window)
     return Pair('mmseg', published, ours, tb, ob, heads, size)
 
@@ -63,6 +67,7 @@ def _det_swin(published, ours, depths, retina=False):
     if retina:
         necks = dict(neck=dict(in_channels=widths[1:], out_channels=16),
                      bbox_head=dict(in_channels=16, feat_channels=16))
+        always = dict(test_cfg=dict(score_thr=0.0, max_per_img=20))  # random weights score low
     else:
         necks = dict(neck=dict(in_channels=widths, out_channels=16),
                      rpn_head=dict(in_channels=16, feat_channels=16),
@@ -70,7 +75,8 @@ def _det_swin(published, ours, depths, retina=False):
                                    bbox_head=dict(in_channels=16, fc_out_channels=32),
                                    mask_roi_extractor=dict(out_channels=16),
                                    mask_head=dict(in_channels=16, conv_out_channels=16)))
-    return Pair('mmdet', published, ours, tb, ob, necks, 96)
+        always = dict(test_cfg=dict(rcnn=dict(score_thr=0.0, max_per_img=20)))  # random weights score low
+    return Pair('mmdet', published, ours, tb, ob, necks, 256, always)
 
 
 SWIN_SEG = 'swin/swin-{}-patch4-window{}-in1k{}-pre_upernet_8xb2-160k_ade20k-512x512.py'
@@ -86,7 +92,7 @@ PAIRS = {
     'upernet-swin-s': _seg_swin(SWIN_SEG.format('small', 7, '', ''), 'upernet_swin-s_ade20k.py', (1, 1, 3, 1)),
     'upernet-swin-b': _seg_swin(SWIN_SEG.format('base', 7, '', ''), 'upernet_swin-b_ade20k.py', (1, 1, 2, 1)),
     'upernet-swin-b-w12': _seg_swin(SWIN_SEG.format('base', 12, '-384x384', ''), 'upernet_swin-b-w12_ade20k.py',
-                                    (1, 1, 2, 1), window=12, size=96),
+                                    (1, 1, 2, 1), window=12, size=416),
     'upernet-vit-b16-mln': Pair('mmseg', 'vit/vit_vit-b16_mln_upernet_8xb2-160k_ade20k-512x512.py',
                                 'upernet_vit-b16-mln_ade20k.py', VIT_MM, VIT_OURS, VIT_HEADS, 80),
     'upernet-vit-b16-ln-mln': Pair('mmseg', 'vit/vit_vit-b16-ln_mln_upernet_8xb2-160k_ade20k-512x512.py',
@@ -106,12 +112,12 @@ for variant, depths in (('tiny', (1, 1, 2, 1)), ('small', (1, 1, 3, 1)), ('base'
         'mmpretrain', f'swin_transformer/swin-{variant}_16xb64_in1k.py', f'swin-{variant[0]}_imagenet.py',
         dict(backbone=dict(arch=dict(_delete_=True, embed_dims=16, depths=list(depths), num_heads=[1, 2, 2, 4]))),
         dict(backbone=dict(arch=dict(_delete_=True, embed_dims=16, depths=depths, num_heads=(1, 2, 2, 4)))),
-        dict(head=dict(in_channels=128, num_classes=10)), 64)
+        dict(head=dict(in_channels=128, num_classes=10)), 224)  # small maps: windows shrink as in Swin's
 PAIRS['vit-b16-in1k'] = Pair(
     'mmpretrain', 'vision_transformer/vit-base-p16_32xb128-mae_in1k.py', 'vit-b16_imagenet.py',
     dict(backbone=dict(arch=dict(_delete_=True, embed_dims=32, num_layers=3, num_heads=2, feedforward_channels=128))),
     dict(backbone=dict(arch=dict(_delete_=True, embed_dims=32, depth=3, num_heads=2))),
-    dict(head=dict(in_channels=32, num_classes=10)), 64)
+    dict(head=dict(in_channels=32, num_classes=10)), 224)  # the position grid it was trained at
 for arch in ('128s', '128', '192', '256', '384'):  # published widths, at 64x64 (bias tables built for it)
     PAIRS[f'levit-{arch}-in1k'] = Pair('mmpretrain', f'levit/levit-{arch}_8xb256_in1k.py', f'levit-{arch}_imagenet.py',
                                        dict(backbone=dict(img_size=64)), dict(backbone=dict(img_size=64)),
@@ -156,12 +162,15 @@ def _config(path: str, *parts: dict) -> Config:
 
 def _perturbed_state(model: torch.nn.Module) -> dict:
     """Every floating tensor moved off its init (norms off 1/0, BN statistics
-    off 0/1), so that a weight dropped or misplaced shows in the outputs."""
+    off 0/1), so that a weight dropped or misplaced shows in the outputs.
+    Random weights keep their scale (noise of half their spread), so that the
+    activations stay as large as a trained model's, not larger."""
     gen = torch.Generator().manual_seed(0)
     state = {}
     for key, value in model.state_dict().items():
         if value.is_floating_point():
-            value = value + 0.05 * torch.randn(value.shape, generator=gen)
+            spread = value.std().item() if value.numel() > 1 else 0.
+            value = value + (0.5 * spread if spread > 0 else 0.05) * torch.randn(value.shape, generator=gen)
             value = value.abs() + 0.5 if key.endswith('running_var') else value
         state[key] = value
     return state
@@ -170,7 +179,7 @@ def _perturbed_state(model: torch.nn.Module) -> dict:
 def toolbox_checkpoint(pair: Pair, path: Path, full: bool = False) -> torch.nn.Module:
     """Build the toolbox's model of ``pair``, perturb it, save it to ``path`` as its zoo does; return it."""
     from mmengine.registry import MODELS, init_default_scope
-    cfg = _config(_published_config(pair), *([] if full else [pair.toolbox_model, pair.shared]))
+    cfg = _config(_published_config(pair), *([] if full else [pair.toolbox_model, pair.shared]), pair.always)
     init_default_scope(pair.toolbox)
     with DefaultScope.overwrite_default_scope(pair.toolbox):
         model = MODELS.build(cfg.model)
@@ -182,7 +191,7 @@ def toolbox_checkpoint(pair: Pair, path: Path, full: bool = False) -> torch.nn.M
 
 
 def our_config(pair: Pair, full: bool = False) -> Config:
-    return _config(str(ROOT / 'configs' / pair.ours), *([] if full else [pair.ours_model, pair.shared]))
+    return _config(str(ROOT / 'configs' / pair.ours), *([] if full else [pair.ours_model, pair.shared]), pair.always)
 
 
 def _input(pair: Pair) -> torch.Tensor:
@@ -298,3 +307,23 @@ def test_convert_checkpoint_writes_the_whole_model_in_our_layout(seg_zoo, capsys
     ours = init_model(str(config), str(tmp_path / 'ours.pth')).model
     assert set(converted['state_dict']) == set(ours.state_dict())
     assert max_difference(pair, ref, ours)['logits'] <= 1e-4
+
+
+def test_mae_pretrained_encoder_gives_the_toolbox_features(tmp_path):
+    """mmpretrain's MAE pretraining checkpoint (mae_vit-base-p16_8xb512-amp-coslr-300e_in1k,
+    reduced): its encoder loads into our MAEViT (``prefix='backbone.'``, decoder
+    and neck ignored) and gives mmpretrain's unmasked features after the final norm."""
+    from backbones.mae import MAEViT
+    pair = Pair('mmpretrain', 'mae/mae_vit-base-p16_8xb512-amp-coslr-300e_in1k.py', '',
+                dict(backbone=dict(arch=dict(_delete_=True, embed_dims=32, num_layers=3, num_heads=2,
+                                             feedforward_channels=128)),
+                     neck=dict(embed_dim=32, decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)))
+    ref = toolbox_checkpoint(pair, tmp_path / 'mae.pth').backbone
+    ours = MAEViT(dict(embed_dims=32, depth=3, num_heads=2), out_indices=(2,), out_norm='last',
+                  init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'mae.pth'), prefix='backbone.'))
+    ours.init_weights()
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        tokens = ref(x, mask=None)[-1][:, 1:]  # (B, 1 + N, C) 'raw' tokens, class token first
+        ours_map = ours.eval()(x)[-1]
+    assert (ours_map.flatten(2).transpose(1, 2) - tokens).abs().max() <= 1e-4
