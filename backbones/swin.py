@@ -279,7 +279,11 @@ class SwinTransformer(PyramidBackbone):
                     out[k] = None  # classifier
                     continue
             if k.endswith('relative_position_bias_table'):
-                window = model.get_submodule(k[:-len('.relative_position_bias_table')]).window
+                try:
+                    window = model.get_submodule(k[:-len('.relative_position_bias_table')]).window
+                except AttributeError:  # a block this variant lacks: the loader names the key
+                    out[k] = v
+                    continue
                 if v.shape[0] != (2 * window - 1) ** 2:
                     old = int(v.shape[0] ** .5 + 1) // 2
                     v = resize_rel_pos_bias_table(v, new_window_size=(window, window),

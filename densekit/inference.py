@@ -29,7 +29,7 @@ from torch import nn
 
 from .checkpoint import extract_state_dict, load_file
 from .config import load_config, task_of
-from .whole_model import release_state_dict, to_model_layout
+from .whole_model import describe_variant, release_state_dict, to_model_layout
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -140,7 +140,9 @@ def _check_fits(model: nn.Module, state: dict, checkpoint: str, config: str) -> 
                 for name, keys in (('missing', missing), ('unexpected', unexpected), ('shape mismatch', shapes))
                 if keys]
     if problems:
-        raise ValueError(f'{checkpoint} does not fit the model of {config}:\n  ' + '\n  '.join(problems))
+        variant = describe_variant(model, state)
+        raise ValueError(f'{checkpoint} does not fit the model of {config}' + (f': {variant}' if variant else '')
+                         + ':\n  ' + '\n  '.join(problems))
 
 
 def expand_images(paths: Iterable[str | os.PathLike]) -> list[Path]:

@@ -24,7 +24,7 @@ import re
 import torch
 from torch import nn
 
-__all__ = ['to_model_layout', 'convert_on_load', 'release_state_dict', 'HEAD_RENAMES']
+__all__ = ['to_model_layout', 'convert_on_load', 'release_state_dict', 'describe_variant', 'HEAD_RENAMES']
 
 # (toolbox key prefix, ours): applied when only the renamed key is the model's.
 HEAD_RENAMES = (
@@ -103,6 +103,33 @@ def to_model_layout(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[st
             if new + k[len(old):] in own:
                 state[new + k[len(old):]] = state.pop(k)
     return state
+
+
+def _depths(keys) -> tuple[int, ...]:
+    """Blocks per stage from ``backbone.(stages|layers).i.blocks.j`` (or
+    ``backbone.blocks.j``, one stage) key names."""
+    depth: dict[int, int] = {}
+    for k in keys:
+        m = re.match(r'backbone\.(?:(?:stages|layers)\.(\d+)\.(?:blocks|NC)|blocks)\.(\d+)\.', k)
+        if m:
+            stage = int(m[1] or 0)
+            depth[stage] = max(depth.get(stage, 0), int(m[2]) + 1)
+    return tuple(depth[i] for i in sorted(depth))
+
+
+def describe_variant(model: nn.Module, state: dict[str, torch.Tensor]) -> str | None:
+    """One line when ``state`` (already in the model's layout) holds another
+    variant of the model's backbone (other depths or widths), else None."""
+    own = model.state_dict()
+    backbone = type(getattr(model, 'backbone', None)).__name__
+    ours, theirs = _depths(own), _depths(state)
+    if theirs and ours and theirs != ours:
+        return f'the checkpoint is another variant of {backbone}: blocks per stage {theirs}, the config has {ours}'
+    for k, v in state.items():
+        if k.startswith('backbone.') and k in own and v.shape != own[k].shape:
+            return (f'the checkpoint is another variant of {backbone}: {k} is {tuple(v.shape)}, '
+                    f'the config has {tuple(own[k].shape)}')
+    return None
 
 
 def release_state_dict(checkpoint: dict) -> dict:

@@ -11,12 +11,14 @@ entry points (tools/test.py, tools/infer.py, ``load_from``,
 tools/convert_checkpoint.py) are covered on one pair per task.
 
 Widths and depths are reduced identically in both configs (the same
-architecture with small tensors); one pair per toolbox also runs at full size.
+architecture with small tensors); one pair per toolbox also runs at full size,
+every pair with ``DENSEKIT_ZOO_FULL=1`` (``-s`` prints the differences).
 """
 from __future__ import annotations
 
 import copy
 import importlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +43,7 @@ class Pair:
     shared: dict = field(default_factory=dict)  # reduced: merged into both (necks, heads)
     size: int = 64
     always: dict = field(default_factory=dict)  # merged into both, at full size too
+    full_size_input: int = 0  # input size at full size, when not ``size``
 
 
 def _swin(embed, depths, heads, window=7):
@@ -121,7 +124,7 @@ PAIRS['vit-b16-in1k'] = Pair(
 for arch in ('128s', '128', '192', '256', '384'):  # published widths, at 64x64 (bias tables built for it)
     PAIRS[f'levit-{arch}-in1k'] = Pair('mmpretrain', f'levit/levit-{arch}_8xb256_in1k.py', f'levit-{arch}_imagenet.py',
                                        dict(backbone=dict(img_size=64)), dict(backbone=dict(img_size=64)),
-                                       dict(head=dict(num_classes=10)), 64)
+                                       dict(head=dict(num_classes=10)), 64, full_size_input=224)
 for arch in ('768-32', '1024-20', '1536-20'):
     embed, depth, patch, kernel, act = {'768-32': (16, 3, 7, 7, 'relu'), '1024-20': (24, 2, 14, 9, 'gelu'),
                                         '1536-20': (32, 2, 7, 9, 'gelu')}[arch]
@@ -132,7 +135,8 @@ for arch in ('768-32', '1024-20', '1536-20'):
         dict(backbone=dict(arch=dict(_delete_=True, dim=embed, depth=depth, patch_size=patch, kernel_size=kernel,
                                      act=act))),
         dict(head=dict(in_channels=embed, num_classes=10)), 56)
-FULL_SIZE = {'upernet-swin-t', 'mask-rcnn-swin-t-1x', 'swin-t-in1k'}
+FULL_SIZE = set(PAIRS) if os.environ.get('DENSEKIT_ZOO_FULL') == '1' else {
+    'upernet-swin-t', 'mask-rcnn-swin-t-1x', 'swin-t-in1k'}
 
 
 def _published_config(pair: Pair) -> str:
@@ -194,8 +198,9 @@ def our_config(pair: Pair, full: bool = False) -> Config:
     return _config(str(ROOT / 'configs' / pair.ours), *([] if full else [pair.ours_model, pair.shared]), pair.always)
 
 
-def _input(pair: Pair) -> torch.Tensor:
-    return torch.randn(1, 3, pair.size, pair.size, generator=torch.Generator().manual_seed(1))
+def _input(pair: Pair, full: bool = False) -> torch.Tensor:
+    size = pair.full_size_input or pair.size if full else pair.size
+    return torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
 
 
 def _det_samples(x: torch.Tensor) -> list:
@@ -205,9 +210,9 @@ def _det_samples(x: torch.Tensor) -> list:
                                         batch_input_shape=(h, w), scale_factor=(1., 1.)))]
 
 
-def max_difference(pair: Pair, ref: torch.nn.Module, ours: torch.nn.Module) -> dict[str, float]:
+def max_difference(pair: Pair, ref: torch.nn.Module, ours: torch.nn.Module, full: bool = False) -> dict[str, float]:
     """Largest absolute difference of the outputs (per output kind)."""
-    x = _input(pair)
+    x = _input(pair, full)
     with torch.no_grad():
         if pair.toolbox != 'mmdet':
             return {'logits': (ref(x, mode='tensor') - ours(x, mode='tensor')).abs().max().item()}
@@ -227,7 +232,10 @@ def check_pair(pair: Pair, tmp_path: Path, full: bool = False) -> dict[str, floa
     path = tmp_path / 'zoo.pth'
     ref = toolbox_checkpoint(pair, path, full)
     ours = init_model(our_config(pair, full), str(path)).model
-    diffs = max_difference(pair, ref, ours)
+    diffs = max_difference(pair, ref, ours, full)
+    size = _input(pair, full).shape[-1]
+    print(f'{pair.published} -> configs/{pair.ours} ({"full size" if full else "reduced"}, '
+          f'{size}x{size}): ' + ', '.join(f'{k} {v:.1e}' for k, v in diffs.items()))
     limits = {'masks': 1e-3}
     assert all(v <= limits.get(k, 1e-4) for k, v in diffs.items()), diffs
     return diffs
@@ -327,3 +335,14 @@ def test_mae_pretrained_encoder_gives_the_toolbox_features(tmp_path):
         tokens = ref(x, mask=None)[-1][:, 1:]  # (B, 1 + N, C) 'raw' tokens, class token first
         ours_map = ours.eval()(x)[-1]
     assert (ours_map.flatten(2).transpose(1, 2) - tokens).abs().max() <= 1e-4
+
+
+def test_checkpoint_of_another_variant_says_so(seg_zoo, tmp_path):
+    """A zoo checkpoint of (reduced) Swin-S in the (reduced) Swin-T config: the
+    first line of the error says it is another variant, and which."""
+    _, _, _, config = seg_zoo
+    small = _seg_swin(SWIN_SEG.format('small', 7, '', ''), 'upernet_swin-s_ade20k.py', (2, 2, 4, 2))
+    toolbox_checkpoint(small, tmp_path / 'swin_s.pth')
+    with pytest.raises(ValueError, match=r'swin_s.pth does not fit the model of .*: the checkpoint is another '
+                       r'variant of SwinTransformer: blocks per stage \(2, 2, 4, 2\), the config has \(2, 2, 2, 2\):'):
+        init_model(str(config), str(tmp_path / 'swin_s.pth'))

@@ -5,6 +5,8 @@
 
 The checkpoint must fit the model exactly: a missing, unexpected or
 differently-shaped weight is an error naming it, not a silent partial load.
+Whole-model checkpoints of the mmseg/mmdet/mmpretrain zoos and official
+classifier releases load as they are (densekit/whole_model.py).
 """
 import argparse
 import json
@@ -14,9 +16,10 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import densekit  # noqa: E402,F401
-from densekit.checkpoint import load_file  # noqa: E402
+from densekit.checkpoint import extract_state_dict, load_file  # noqa: E402
 from densekit.cli import add_common_args, parse, user_errors, work_dir_for  # noqa: E402
 from densekit.config import enable_visualization, load_config, task_of  # noqa: E402
+from densekit.whole_model import describe_variant, release_state_dict, to_model_layout  # noqa: E402
 
 
 def main(argv=None):
@@ -44,7 +47,10 @@ def main(argv=None):
         try:
             runner.load_checkpoint(args.checkpoint, map_location='cpu', strict=True)
         except RuntimeError as err:
-            raise ValueError(f'{args.checkpoint} does not fit the model of {args.config}:\n{err}') from err
+            state = to_model_layout(runner.model, extract_state_dict(release_state_dict(load_file(args.checkpoint))))
+            variant = describe_variant(runner.model, state)
+            raise ValueError(f'{args.checkpoint} does not fit the model of {args.config}'
+                             + (f': {variant}' if variant else '') + f':\n{err}') from err
         # numpy scalars -> Python numbers, so they print plainly and dump as JSON
         metrics = {k: v.item() if hasattr(v, 'item') else v for k, v in runner.test().items()}
         print('\n'.join(f'{k}: {v:.2f}' if isinstance(v, float) else f'{k}: {v}' for k, v in metrics.items()))
