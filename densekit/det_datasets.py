@@ -138,8 +138,9 @@ class CocoDataset(NamedSampleErrorsMixin, MMDetCocoDataset):
     module docstring for each case)."""
 
     def __init__(self, *args, **kwargs):
-        self._check_paths(kwargs.get('data_root') or '', kwargs.get('ann_file', ''),
-                          kwargs.get('data_prefix', {}).get('img', ''))
+        if not kwargs.get('lazy_init'):  # mmdet's init_detector builds it lazily for its metainfo only
+            self._check_paths(kwargs.get('data_root') or '', kwargs.get('ann_file', ''),
+                              kwargs.get('data_prefix', {}).get('img', ''))
         super().__init__(*args, **kwargs)
 
     @staticmethod
