@@ -4,7 +4,8 @@
 # 16 images per batch, i.e. 8 GPUs x 2). mmseg uses no layer-wise lr decay for
 # the supervised ViT; neither do we. Where mmseg turns the four stride-16 maps
 # into a pyramid with MultiLevelNeck (1x1 conv + bilinear resize), we use the
-# ViTDet simple feature pyramid, keeping mmseg's 768-wide head inputs.
+# ViTDet simple feature pyramid, keeping mmseg's 768-wide head inputs
+# (upernet_vit-b16-mln_ade20k.py is mmseg's model, for its published checkpoints).
 # Start from ImageNet weights (timm vit_base_patch16_224, the official
 # Google/JAX-converted or DeiT release, or an mmseg checkpoint):
 #   --cfg-options model.backbone.init_cfg.checkpoint=PATH
