@@ -408,9 +408,10 @@ def test_classifier_config_reproduces_the_official_logits(tmp_path):
     raw = {k: v + 1 if v.is_floating_point() else v for k, v in state.items()}  # the non-EMA weights
     path = tmp_path / 'ViTAE-T.pth.tar'
     torch.save({'epoch': 299, 'state_dict': raw, 'state_dict_ema': state}, path)
-    options = {'model.backbone.arch': dict(_delete_=True, **FIXTURE_ARCH), 'model.head.in_channels': 32, 'model.head.num_classes': 10,
-               'model.data_preprocessor.num_classes': 10}
-    predictor = init_model('configs/vitae-t_imagenet.py', str(path), cfg_options=options)
+    options = {'model.backbone.arch': dict(_delete_=True, **FIXTURE_ARCH), 'model.head.in_channels': 32,
+               'model.head.num_classes': 10, 'model.data_preprocessor.num_classes': 10}
+    config = Path(__file__).parents[2] / 'configs' / 'vitae-t_imagenet.py'
+    predictor = init_model(str(config), str(path), cfg_options=options)
     with torch.no_grad():
         ours = predictor.model(x, mode='tensor')
     assert (ours - logits).abs().max() <= 1e-4
