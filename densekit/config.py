@@ -125,12 +125,13 @@ def as_dict(cfg: ConfigDict | dict) -> dict:
     return cfg.to_dict() if isinstance(cfg, ConfigDict) else dict(cfg)
 
 
-def enable_tta(cfg: Config, config: str) -> None:
+def enable_tta(cfg: Config, config: str) -> str:
     """Test with the config's ``tta_model`` and ``tta_pipeline`` (``tools/test.py --tta``):
     the model is wrapped in the TTA model (mmseg's ``SegTTAModel``, mmdet's
     ``DetTTAModel``) and the test dataset reads through the TTA pipeline, as
     mmseg's and mmdet's own ``tools/test.py --tta`` do.
 
+    Returns a one-line summary (the TTA model, and the views per image).
     Raises KeyError naming ``config`` when it defines no test-time augmentation,
     ValueError for a model with a mask head (``DetTTAModel`` merges boxes only).
     """
@@ -148,3 +149,9 @@ def enable_tta(cfg: Config, config: str) -> None:
     while 'dataset' in dataset:  # wrappers (ConcatDataset, RepeatDataset) hold the real one
         dataset = dataset.dataset
     dataset.pipeline = tta_pipeline
+    views = 1
+    for step in tta_pipeline:
+        if step.get('type') == 'TestTimeAug':
+            for choices in step['transforms']:
+                views *= len(choices)
+    return f'test-time augmentation: {tta_model.type} over {views} views per image'

@@ -40,7 +40,7 @@ def main(argv=None):
         if args.show or args.show_dir:
             enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
         if args.tta:
-            enable_tta(cfg, args.config)
+            print(enable_tta(cfg, args.config))
         load_file(args.checkpoint)  # readable and weights-only, before building anything
         cfg.load_from = None
 
