@@ -204,7 +204,8 @@ def find(zoo: dict[str, Checkpoint], name: str) -> Checkpoint:
         return zoo[short[0]]
     if short:
         raise KeyError(f"'{name}' is in several sources: {', '.join(short)}; give one of them")
-    close = difflib.get_close_matches(name, list(zoo), n=5, cutoff=0.5)
+    close = [n for n in zoo if name.lower() in n.lower()][:8]  # a part of the name, e.g. 'swin_tiny'
+    close += difflib.get_close_matches(name, list(zoo), n=5, cutoff=0.5)
     close += [n for n in difflib.get_close_matches(name, [n.split('/', 1)[-1] for n in zoo], n=5, cutoff=0.5)
               for n in [m for m in zoo if m.split('/', 1)[-1] == n] if n not in close]
     hint = f" Close matches: {', '.join(dict.fromkeys(close))}." if close else ''

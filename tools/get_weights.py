@@ -41,7 +41,7 @@ def main(argv=None):
             fitting = sum(bool(c.fits) for c in known.values())
             print(f'{len(known)} checkpoints ({fitting} fit a DenseKit config); '
                   'fits: test = the whole trained model, init = backbone weights to fine-tune from\n')
-            print('\n'.join(zoo.describe(c) for c in known.values()))
+            print('\n\n'.join(zoo.describe(c) for c in known.values()))
             return
         ckpt = zoo.find(known, args.name)
         try:
