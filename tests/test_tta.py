@@ -34,8 +34,8 @@ def checkpoint(tmp_path_factory):
 def test_tta_end_to_end(checkpoint, synthetic_ade, tmp_path):
     proc = run_tool('test', str(TINY_SEG), str(checkpoint), '--tta', '--work-dir', str(tmp_path),
                     '--out', str(tmp_path / 'metrics.json'), '--cfg-options', f'data_root={synthetic_ade}')
-    # the demo's ms+flip: 6 resize ratios x 2 flips
-    assert 'test-time augmentation: SegTTAModel over 12 views per image' in proc.stdout
+    # tests/data/tiny_upernet_swin.py: 3 resize ratios x 2 flips
+    assert 'test-time augmentation: SegTTAModel over 6 views per image' in proc.stdout
     assert 'mIoU: ' in proc.stdout
     metrics = json.loads((tmp_path / 'metrics.json').read_text())
     assert 0 <= metrics['mIoU'] <= 100 and 0 <= metrics['aAcc'] <= 100
