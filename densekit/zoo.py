@@ -206,8 +206,8 @@ def find(zoo: dict[str, Checkpoint], name: str) -> Checkpoint:
         raise KeyError(f"'{name}' is in several sources: {', '.join(short)}; give one of them")
     close = [n for n in zoo if name.lower() in n.lower()][:8]  # a part of the name, e.g. 'swin_tiny'
     close += difflib.get_close_matches(name, list(zoo), n=5, cutoff=0.5)
-    close += [n for n in difflib.get_close_matches(name, [n.split('/', 1)[-1] for n in zoo], n=5, cutoff=0.5)
-              for n in [m for m in zoo if m.split('/', 1)[-1] == n] if n not in close]
+    bare = {n.split('/', 1)[-1]: n for n in zoo}  # names without their source prefix
+    close += [bare[b] for b in difflib.get_close_matches(name, list(bare), n=5, cutoff=0.5)]
     hint = f" Close matches: {', '.join(dict.fromkeys(close))}." if close else ''
     raise KeyError(f"unknown checkpoint '{name}'.{hint} tools/get_weights.py --list shows them all")
 
