@@ -123,3 +123,35 @@ def enable_visualization(cfg: Config, show_dir: str | None, show: bool = False,
 
 def as_dict(cfg: ConfigDict | dict) -> dict:
     return cfg.to_dict() if isinstance(cfg, ConfigDict) else dict(cfg)
+
+
+def enable_tta(cfg: Config, config: str) -> str:
+    """Test with the config's ``tta_model`` and ``tta_pipeline`` (``tools/test.py --tta``):
+    the model is wrapped in the TTA model (mmseg's ``SegTTAModel``, mmdet's
+    ``DetTTAModel``) and the test dataset reads through the TTA pipeline, as
+    mmseg's and mmdet's own ``tools/test.py --tta`` do.
+
+    Returns a one-line summary (the TTA model, and the views per image).
+    Raises KeyError naming ``config`` when it defines no test-time augmentation,
+    ValueError for a model with a mask head (``DetTTAModel`` merges boxes only).
+    """
+    if cfg.model.get('roi_head', {}).get('mask_head') is not None:
+        raise ValueError(f"{config}: --tta is for boxes only: mmdet's DetTTAModel does not merge "
+                         'instance masks; test this config without --tta')
+    tta_model, tta_pipeline = cfg.get('tta_model'), cfg.get('tta_pipeline')
+    if not tta_model or not tta_pipeline:
+        raise KeyError(f'{config}: --tta needs tta_model and tta_pipeline in the config; the ADE20K '
+                       'and COCO detection bases in configs/_base_/datasets/ define them')
+    tta_model = ConfigDict(tta_model)
+    tta_model['module'] = cfg.model
+    cfg.model = tta_model
+    dataset = cfg.test_dataloader.dataset
+    while 'dataset' in dataset:  # wrappers (ConcatDataset, RepeatDataset) hold the real one
+        dataset = dataset.dataset
+    dataset.pipeline = tta_pipeline
+    views = 1
+    for step in tta_pipeline:
+        if step.get('type') == 'TestTimeAug':
+            for choices in step['transforms']:
+                views *= len(choices)
+    return f'test-time augmentation: {tta_model.type} over {views} views per image'

@@ -2,6 +2,7 @@
 """Evaluate a checkpoint on a config's test set and print the metrics.
 
     python tools/test.py configs/upernet_swin_ade20k.py work_dirs/.../iter_160000.pth [--show-dir DIR]
+    python tools/test.py configs/upernet_swin_ade20k.py CKPT --tta    # multi-scale + flip ("ms+flip")
 
 The checkpoint must fit the model exactly: a missing, unexpected or
 differently-shaped weight is an error naming it, not a silent partial load.
@@ -18,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import densekit  # noqa: E402,F401
 from densekit.checkpoint import extract_state_dict, load_file  # noqa: E402
 from densekit.cli import add_common_args, parse, user_errors, work_dir_for  # noqa: E402
-from densekit.config import enable_visualization, load_config, task_of  # noqa: E402
+from densekit.config import enable_tta, enable_visualization, load_config, task_of  # noqa: E402
 from densekit.whole_model import describe_variant, release_state_dict, to_model_layout  # noqa: E402
 
 
@@ -31,6 +32,8 @@ def main(argv=None):
     parser.add_argument('--show', action='store_true', help='show predictions in a window')
     parser.add_argument('--wait-time', type=float, default=2, help='seconds each shown image stays')
     parser.add_argument('--out', help='also write the metrics to this JSON file')
+    parser.add_argument('--tta', action='store_true', help="test-time augmentation: the config's tta_model "
+                        'over its tta_pipeline (ADE20K: resize ratios 0.5-1.75 x flip; COCO boxes: 3 scales x flip)')
     args = parse(parser, argv)
     with user_errors('test'):
         cfg = load_config(args.config, args.cfg_options)
@@ -39,6 +42,8 @@ def main(argv=None):
         cfg.work_dir = args.work_dir or cfg.get('work_dir') or work_dir_for(args.config)
         if args.show or args.show_dir:
             enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
+        if args.tta:
+            print(enable_tta(cfg, args.config))
         load_file(args.checkpoint)  # readable and weights-only, before building anything
         cfg.load_from = None
 

@@ -19,6 +19,20 @@ test_pipeline = [
     dict(type='LoadAnnotations', reduce_zero_label=True),
     dict(type='PackSegInputs')
 ]
+# Multi-scale + flip testing ("ms+flip" in the Swin and MAE tables; tools/test.py --tta):
+# the papers' mmseg 0.x resized to img_scale * ratio, so the ratios scale the test
+# Resize's (2048, 512), not the raw image as mmseg 1.x's base does.
+tta_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+tta_model = dict(type='SegTTAModel')
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='Resize', scale=(int(2048 * r), int(512 * r)), keep_ratio=True) for r in tta_ratios],
+        [dict(type='RandomFlip', prob=0., direction='horizontal'),
+         dict(type='RandomFlip', prob=1., direction='horizontal')],
+        [dict(type='LoadAnnotations', reduce_zero_label=True)],
+        [dict(type='PackSegInputs')]])
+]
 train_dataloader = dict(
     batch_size=2,
     num_workers=4,

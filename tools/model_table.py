@@ -1,0 +1,40 @@
+#!/usr/bin/env python
+"""Regenerate the README's model zoo table from the metafiles (the toolboxes'
+and configs/metafiles/<family>.yml), or check that it is up to date.
+
+    python tools/model_table.py           # rewrite the table in README.md
+    python tools/model_table.py --check   # exit 1 if README.md differs from the metafiles
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from densekit import zoo  # noqa: E402
+from densekit.cli import user_errors  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--readme', default=str(zoo.ROOT / 'README.md'))
+    parser.add_argument('--check', action='store_true', help='only compare; exit 1 when they differ')
+    args = parser.parse_args(argv)
+    with user_errors('model_table'):
+        with open(args.readme) as f:
+            text = f.read()
+        new = zoo.replace_table(text, zoo.render_table(), args.readme)
+        if args.check:
+            if new != text:
+                print(f'{args.readme}: the model table differs from the metafiles; '
+                      'run python tools/model_table.py', file=sys.stderr)
+                sys.exit(1)
+            print(f'{args.readme}: the model table agrees with the metafiles')
+            return
+        with open(args.readme, 'w') as f:
+            f.write(new)
+        print(f'{args.readme}: model table {"unchanged" if new == text else "rewritten"}')
+
+
+if __name__ == '__main__':
+    main()
