@@ -1,7 +1,6 @@
 """tools/gpu_check.sh without CUDA, as CI runs it: the CPU parts run on tiny
 models, every CUDA-only row is reported SKIP, nothing FAILs; and the train
 section's config and log reading, which run on the GPU only."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,10 +10,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-
-spec = importlib.util.spec_from_file_location('gpu_check', ROOT / 'tools' / 'gpu_check.py')
-gpu_check = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(gpu_check)
+from tools import gpu_check
 
 # (section, check) of every row a CPU run prints, and whether it runs there
 CPU_ROWS = {('mmcv', 'ops build'): 'PASS', ('mmcv', 'nms CUDA vs CPU'): 'SKIP',

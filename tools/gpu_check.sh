@@ -12,6 +12,11 @@
 # Outputs (table, rows, logs, the results file) go to $GPU_CHECK_OUT, else
 # $OUT, else work_dirs/gpu_check/; the results file is results/benchmark.md
 # (GPU_CHECK_RESULTS), where tools/benchmark.py --results writes too.
+#
+# The run stops starting checks when GPU_CHECK_BUDGET seconds (570) are near
+# their end; those rows read SKIP. A second run on the same machine finds mmcv
+# built (.gpu_check/, kept) and, with GPU_CHECK_ONLY="benchmark" (sections of
+# tools/gpu_check.py), runs only those; the table holds both runs' rows.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -20,10 +25,11 @@ PY=${PYTHON:-python3}
 WHEELS=${GPU_CHECK_WHEELS:-$ROOT/.whl}
 OUT_DIR=${GPU_CHECK_OUT:-${OUT:-$ROOT/work_dirs/gpu_check}}
 RESULTS=${GPU_CHECK_RESULTS:-$ROOT/results/benchmark.md}
-SITE=${GPU_CHECK_SITE:-/tmp/densekit-gpu-site}
+STATE=$ROOT/.gpu_check   # installed wheels, the mmcv build cache, rows: kept for a second run
+SITE=$STATE/site
 start=$(date +%s)
 # the whole run's budget: later checks are reported SKIP rather than cut off unprinted
-export GPU_CHECK_DEADLINE=$(( start + ${GPU_CHECK_BUDGET:-540} ))
+export GPU_CHECK_DEADLINE=$(( start + ${GPU_CHECK_BUDGET:-570} ))
 
 log() { echo "[gpu_check.sh] $(( $(date +%s) - start )) s: $*"; }
 
@@ -59,15 +65,15 @@ case ${1:-} in
 esac
 mkdir -p "$OUT_DIR"
 # scratch (data, work dirs) outside $OUT: a device run returns only a few files from there
-WORK=${GPU_CHECK_WORK:-$( [[ -n ${OUT:-} ]] && echo /tmp/densekit-gpu-check || echo "$OUT_DIR/work" )}
-ROWS=$OUT_DIR/rows.jsonl
-rm -f "$ROWS"
+WORK=${GPU_CHECK_WORK:-$( [[ -n ${OUT:-} ]] && echo "$STATE/work" || echo "$OUT_DIR/work" )}
 if [[ $mode == auto ]] && "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())' 2>/dev/null; then
   mode=cuda
 fi
 log "mode $mode; $("$PY" -c 'import platform, torch; print("Python", platform.python_version(), "torch", torch.__version__)')"
 
 if [[ $mode == cpu ]]; then
+  ROWS=$OUT_DIR/rows.jsonl
+  rm -f "$ROWS"
   "$PY" tools/gpu_check.py --device cpu --rows "$ROWS" --work-dir "$WORK" "$@" | tee "$OUT_DIR/table.md"
   rc=${PIPESTATUS[0]}
   log "done (rc $rc)"
@@ -75,6 +81,9 @@ if [[ $mode == cpu ]]; then
 fi
 
 nvidia-smi -L 2>/dev/null || true
+mkdir -p "$STATE"
+ROWS=$STATE/rows.jsonl
+[[ -n ${GPU_CHECK_ONLY:-} ]] || rm -f "$ROWS"   # a first run starts a new table
 export PYTHONPATH=$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1
 build_pid=
@@ -96,7 +105,7 @@ if ! "$PY" -c 'import mmcv._ext, mmengine, mmseg, mmdet, mmpretrain' 2>/dev/null
   fi
   "$PY" -c 'import distutils.errors, pkg_resources' || exit 2
   log "installed ${#wheels[@]} wheels into $SITE; building mmcv in the background (log: $OUT_DIR/mmcv_build.log)"
-  ( time MMCV_SDIST=${sdist[0]} PYTHON=$PY DENSEKIT_CACHE=/tmp/densekit-cache MAX_JOBS=$(nproc) \
+  ( time MMCV_SDIST=${sdist[0]} PYTHON=$PY DENSEKIT_CACHE=$STATE/cache MAX_JOBS=$(nproc) \
       bash tools/setup_env.sh --mmcv-wheel > "$OUT_DIR/mmcv_wheel.txt" ) > "$OUT_DIR/mmcv_build.log" 2>&1 &
   build_pid=$!
 fi
@@ -112,7 +121,7 @@ if [[ -n $build_pid ]]; then
     log "mmcv still building at the budget's end: no mmcv rows; raise GPU_CHECK_BUDGET or MAX_JOBS"
     sections=(mmcv)
   elif ! wait "$build_pid"; then
-    cp /tmp/densekit-cache/mmcv-build-failed.log "$OUT_DIR/mmcv_build.log" 2>/dev/null
+    cp "$STATE/cache/mmcv-build-failed.log" "$OUT_DIR/mmcv_build.log" 2>/dev/null
     log "mmcv build failed: $OUT_DIR/mmcv_build.log"
     sections=(mmcv)
   else
@@ -126,7 +135,7 @@ fi
 "$PY" tools/gpu_check.py --only "${sections[@]}" --rows "$ROWS" --results "$RESULTS" \
   --work-dir "$WORK" "$@" | tee "$OUT_DIR/table.md"
 rc=${PIPESTATUS[0]}
-cp "$RESULTS" "$OUT_DIR/" 2>/dev/null
+cp "$RESULTS" "$ROWS" "$OUT_DIR/" 2>/dev/null
 for f in train.log benchmark.log; do cp "$WORK/$f" "$OUT_DIR/" 2>/dev/null; done
 log "done (rc $rc); outputs in $OUT_DIR"
 exit "$rc"
