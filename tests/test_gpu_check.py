@@ -63,3 +63,25 @@ def test_loss_reading(tmp_path):
     assert not gpu_check.loss_fell([1.2, 1.7])[0]  # rose
     assert not gpu_check.loss_fell([2.0, float('nan'), 1.0])[0]
     assert not gpu_check.loss_fell([2.0])[0]  # one window says nothing
+
+
+def test_benchmark_row_reads_tools_benchmark_json(tmp_path):
+    """The ratios of the JSON that tools/benchmark.py --json writes (the
+    dataclasses themselves), and the goal: train-step time <= 0.83 of the peer's."""
+    from dataclasses import asdict
+
+    from densekit.benchmark import Benchmark, ModelResult
+    ours = ModelResult('densekit', 10, 'ours', forward_s=[1., 2., 3.], train_s=[4., 4., 4.], forward_peak=50,
+                       train_peak=80)
+    for peer_train, status in ((5., 'PASS'), (4., 'MISS')):
+        peer = ModelResult('mmseg', 10, 'copied (5/5)', forward_s=[2., 2., 2.], train_s=[peer_train] * 3,
+                           forward_peak=100, train_peak=100)
+        bench = Benchmark('c.py', 'SwinTransformer', (8, 3, 512, 512), 'cuda', 'fp16', 16, 1, 1., '', [ours, peer])
+        path = tmp_path / 'bench.json'
+        path.write_text(json.dumps([asdict(bench)]))
+        got, detail = gpu_check.benchmark_row(str(path), 'mmseg')
+        assert got == status
+        assert f'train step {4 / peer_train:.2f}' in detail and 'forward 1.00' in detail  # medians of ratios
+        assert 'memory train 0.80 forward 0.50' in detail and '2.0 train img/s' in detail and 'copied (5/5)' in detail
+    with pytest.raises(RuntimeError, match='mmdet did not run'):
+        gpu_check.benchmark_row(str(path), 'mmdet')
