@@ -55,7 +55,13 @@ fetch_wheels() {
       echo "[gpu_check.sh] error: no Python 3.12 x86-64 wheel of $spec" >&2; return 1; }
   done
   bash "$ROOT/tools/setup_env.sh" --download-mmcv "$WHEELS" >/dev/null || return 1
-  log "wheels in $WHEELS: $(ls "$WHEELS" | wc -l) files, $(du -sh "$WHEELS" | cut -f1) (a device run carries at most 64 MiB)"
+  local mib
+  mib=$(du -sm "$WHEELS" | cut -f1)
+  log "wheels in $WHEELS: $(ls "$WHEELS" | wc -l) files, $mib MiB"
+  if (( mib > 56 )); then  # a device run carries 64 MiB in all, the working tree included
+    echo "[gpu_check.sh] error: $WHEELS holds $mib MiB: a device run carries at most 64 MiB in all" >&2
+    return 1
+  fi
 }
 
 case ${1:-} in
