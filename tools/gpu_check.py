@@ -441,25 +441,22 @@ def check_attention(report: Report, device: str) -> None:
                 bias = TableBias(table.to(dtype), index, None if mask is None else mask.to(dtype)).materialize()
                 return _attend(q, k, v, bias, d ** -0.5)
 
+            def step(fn):
+                for t in leaves:
+                    t.grad = None
+                fn().backward(grad_out)
+
             res = {}
-            for label, fn in (('ours', ours), ('plain', plain)):
-                def step():
-                    for t in leaves:
-                        t.grad = None
-                    fn().backward(grad_out)
-                step()
+            for label, fn in (('ours', ours), ('plain', plain)):  # a warm-up, the results, the peak memory
+                step(fn)
                 res[label] = [fn().detach()] + [t.grad.clone() for t in leaves]
-                res[label + '_mem'] = peak_bytes(step, device, cpu_peak_memory)
+                res[label + '_mem'] = peak_bytes(lambda: step(fn), device, cpu_peak_memory)
             times = {'ours': [], 'plain': []}
             for _ in range(10 if device == 'cuda' else 3):  # interleaved
                 for label, fn in (('ours', ours), ('plain', plain)):
-                    def step(fn=fn):
-                        for t in leaves:
-                            t.grad = None
-                        fn().backward(grad_out)
                     sync(device)
                     t0 = time.perf_counter()
-                    step()
+                    step(fn)
                     sync(device)
                     times[label].append(time.perf_counter() - t0)
             errs = [rel_err(a, b) for a, b in zip(res['ours'][:5], res['plain'][:5])]
