@@ -370,6 +370,30 @@ def retain_freed_memory(limit: int = 1 << 30) -> bool:
         return False
 
 
+def device_name(device: str = 'cpu') -> str:
+    """The GPU's name (``torch.cuda.get_device_name``) or the CPU's model name."""
+    if device.startswith('cuda') and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    try:
+        with open('/proc/cpuinfo') as f:
+            return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+    except (OSError, StopIteration):
+        import platform
+        return platform.processor() or 'CPU'
+
+
+def write_results(path: str, benches: Sequence[Benchmark], command: str, device: str) -> None:
+    """Append the tables of one benchmark run to the markdown results file
+    ``path``, under a heading with the UTC date, the device and the software."""
+    cuda = f', CUDA {torch.version.cuda}' if device.startswith('cuda') else ''
+    head = (f'## {time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}: {device_name(device)}; '
+            f'torch {torch.__version__}{cuda}')
+    body = '\n\n'.join(b.table() for b in benches)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, 'a') as f:
+        f.write(f'\n{head}\n\n`{command}`\n\n{body}\n\n### Summary (ours / peer)\n\n{summary(benches)}\n')
+
+
 def machine_load() -> str:
     """The 1/5/15-minute load averages (as ``uptime`` prints them) and the CPU count."""
     one, five, fifteen = os.getloadavg()
@@ -727,12 +751,14 @@ def build_models(cfg, size: tuple[int, int], peers: Sequence[str] | None = None,
     return models, skipped
 
 
-def run_benchmark(config: str, size: int | None = None, batch: int | None = None, device: str = 'cpu',
+def run_benchmark(config: str, size: int | tuple[int, int] | None = None, batch: int | None = None,
+                  device: str = 'cpu',
                   amp: str = 'fp32', reps: int = 3, peers: Sequence[str] | None = None, threads: int | None = None,
                   cfg_options: dict | None = None, scope: str = 'backbone', compile_backend: str | None = None
                   ) -> Benchmark:
     """Measure ``config``'s backbone (``scope='backbone'``) or whole model
-    (``'model'``) and its peers on a random (batch, C, size, size) input.
+    (``'model'``) and its peers on a random (batch, C, H, W) input, ``size``
+    being H = W or (H, W) (default: the config's crop_size, else 224).
     ``batch`` defaults to 1, and to 2 for a whole model: a BatchNorm in train
     mode needs two values per channel (UPerNet's 1x1 pooling branch).
     ``compile_backend``: a ``torch.compile`` backend (e.g. 'inductor') applied in place
@@ -760,7 +786,7 @@ def run_benchmark(config: str, size: int | None = None, batch: int | None = None
     if size is None:
         crop = cfg.get('crop_size') or (224, 224)
         size = crop[0]
-    hw = (size, size)
+    hw = (size, size) if isinstance(size, int) else tuple(size)
     in_ch = cfg.model.backbone.get('in_channels', 3)
     torch.manual_seed(0)
     models, skipped = build_models(cfg, hw, peers, scope)

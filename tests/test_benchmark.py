@@ -5,6 +5,7 @@ from its own measurements, builds peers of the same architecture with the same
 weights); no timing assertions: speed lives in the benchmark's output.
 """
 import json
+import re
 from statistics import median
 
 import pytest
@@ -148,8 +149,9 @@ def test_levit_inference_bias_cache_follows_the_weights():
 
 
 def test_model_scope_on_a_detector_times_predict_and_training():
-    b = run_benchmark(TINY_DET, size=64, batch=1, reps=1, peers=['mmdet'], scope='model')
+    b = run_benchmark(TINY_DET, size=(64, 96), batch=1, reps=1, peers=['mmdet'], scope='model')  # H, W
     assert b.scope == 'model' and [r.name for r in b.results] == ['densekit', 'mmdet']
+    assert b.shape == (1, 3, 64, 96)
     for r in b.results:
         assert min(r.forward_s + r.train_s) > 0 and r.forward_peak > 0 and r.train_peak > 0
     assert b.ours.params == b.results[1].params
@@ -161,8 +163,14 @@ def test_model_scope_on_a_detector_times_predict_and_training():
 def test_cli_model_scope_on_a_segmentor(capsys, tmp_path):
     from densekit.analysis import count_complexity
     out, _ = run_main(capsys, 'benchmark', TINY_SEG, '--scope', 'model', '--size', '64', '--reps', '1',
-                      '--peers', 'mmseg', '--json', str(tmp_path / 'bench.json'))
+                      '--peers', 'mmseg', '--json', str(tmp_path / 'bench.json'),
+                      '--results', str(tmp_path / 'results' / 'benchmark.md'))
     assert f'### {TINY_SEG} (model)' in out and '| mmseg |' in out and "mode='tensor'" in out
+    # the results file: a dated heading with the device, the command, the tables
+    results = (tmp_path / 'results' / 'benchmark.md').read_text()
+    assert re.search(r'^## \d{4}-\d\d-\d\d \d\d:\d\d UTC: .+; torch ', results, re.M)
+    assert f'`tools/benchmark.py {TINY_SEG} --scope model' in results
+    assert f'### {TINY_SEG} (model)' in results and '| mmseg |' in results and 'Summary (ours / peer)' in results
     (bench,) = json.loads((tmp_path / 'bench.json').read_text())
     assert bench['scope'] == 'model' and [r['name'] for r in bench['results']] == ['densekit', 'mmseg']
     assert bench['shape'][0] == 2  # a whole model's default batch: BN trains on more than one value

@@ -7,7 +7,7 @@ architecture (timm, mmseg, mmdet, mmpretrain), with ours/peer ratios.
     python tools/benchmark.py configs/swin-t_imagenet.py --size 224 --batch 4 --amp bf16
     python tools/benchmark.py --suite all --reps 2                        # every family: 512 seg, 224 cls
     python tools/benchmark.py configs/upernet_swin_ade20k.py --scope model --peers mmseg   # whole UPerNet, batch 2
-    python tools/benchmark.py configs/mask-rcnn_swin-t_fpn_1x_coco.py --scope model --size 800 --peers mmdet
+    python tools/benchmark.py configs/mask-rcnn_swin-t_fpn_1x_coco.py --scope model --size 800 1344 --peers mmdet
     python tools/benchmark.py configs/swin-t_imagenet.py --compile        # inductor, ours and peers alike
 
 Forward = no-grad eval forward; train step = forward, backward, AdamW step.
@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the profiler (CPU memory) is chatty on stderr
 
 import densekit  # noqa: E402,F401
-from densekit.benchmark import SUITE, retain_freed_memory, run_benchmark, summary  # noqa: E402
+from densekit.benchmark import SUITE, retain_freed_memory, run_benchmark, summary, write_results  # noqa: E402
 from densekit.cli import user_errors  # noqa: E402
 from mmengine.config import DictAction  # noqa: E402
 
@@ -43,7 +43,8 @@ def main(argv=None):
     parser.add_argument('--scope', choices=['backbone', 'model'], default='backbone',
                         help="'backbone' (default): the backbones alone; 'model': the config's whole model, "
                              "each peer's backbone swapped into a copy of it (configs given by name only)")
-    parser.add_argument('--size', type=int, help="square input side (default: the config's crop_size, else 224)")
+    parser.add_argument('--size', type=int, nargs='+', metavar=('H', 'W'),
+                        help="input side H (square), or H W (default: the config's crop_size, else 224)")
     parser.add_argument('--batch', type=int, help='batch size (default 1; --scope model: 2, as BatchNorm '
                         "in train mode needs two values per channel)")
     parser.add_argument('--device', default='cpu', help='cpu | cuda | cuda:N')
@@ -59,16 +60,21 @@ def main(argv=None):
                         help="'retain' (default): glibc keeps freed memory mapped (fewer page faults, steadier "
                              "CPU timings; see densekit.benchmark.retain_freed_memory); 'default': glibc's settings")
     parser.add_argument('--json', help='also write the raw measurements to this JSON file')
+    parser.add_argument('--results', metavar='FILE', help='append the tables to this results file (markdown), '
+                        'dated, with the device and the command, e.g. results/benchmark.md')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config entries, e.g. model.backbone.arch=small')
     args = parser.parse_args(argv)
     if not args.config and not args.suite:
         parser.error('give a config or --suite')
+    if args.size and len(args.size) > 2:
+        parser.error(f'--size takes H or H W, got {len(args.size)} values')
+    size = None if not args.size else args.size[0] if len(args.size) == 1 else tuple(args.size)
     if args.suite and args.scope == 'model':
         # the suite's classifiers include LeViT, whose whole model needs its distillation teacher's file
         parser.error('--suite measures backbones; give --scope model config files by name')
     jobs = [job for task, js in SUITE.items() if args.suite in ('all', task) for job in js]
-    jobs += [(c, args.size, args.batch) for c in args.config]
+    jobs += [(c, size, args.batch) for c in args.config]
     with user_errors('benchmark'):
         if args.malloc == 'retain':
             print('malloc: freed memory kept mapped' if retain_freed_memory()
@@ -80,9 +86,12 @@ def main(argv=None):
                                   scope=args.scope, compile_backend=args.compile)
             print(bench.table(), end='\n\n', flush=True)
             benches.append(bench)
+        command = ' '.join(['tools/benchmark.py', *(argv if argv is not None else sys.argv[1:])])
         print('## Summary (ours / peer)\n')
         print(summary(benches))
-        print(f'\ncommand: {" ".join(["tools/benchmark.py", *(argv if argv is not None else sys.argv[1:])])}')
+        print(f'\ncommand: {command}')
+        if args.results:
+            write_results(args.results, benches, command, args.device)
         if args.json:
             with open(args.json, 'w') as f:
                 json.dump([asdict(b) for b in benches], f, indent=1)
