@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from functools import lru_cache
 from typing import Sequence
 
 import torch
@@ -56,7 +55,7 @@ from torch import nn
 
 from densekit.registry import MODELS
 from .base import PyramidBackbone
-from .layers import biased_attention, cached_for_inference, gather_bias, pair_index
+from .layers import biased_attention, cached_for_inference, gather_bias, pair_index, size_cache
 
 # -- BN-fusable layers ------------------------------------------------------------
 
@@ -163,7 +162,7 @@ def resample_bias_table(table: torch.Tensor, src: Sequence[int], dst: Sequence[i
     return grid.reshape(heads, -1).to(table.dtype)
 
 
-@lru_cache(maxsize=16)
+@size_cache(16)
 def _offset_index(q_size: tuple[int, int], k_size: tuple[int, int], stride: int,
                   device: torch.device) -> torch.Tensor:
     """(Nq, Nk) index into a flattened k_size offset grid: dy * Wk + dx with

@@ -12,7 +12,6 @@ Checkpoints load from the official release, timm and mmseg layouts
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from typing import Sequence
 
 import torch
@@ -24,7 +23,7 @@ from torch import nn
 from densekit.registry import MODELS
 from .base import PyramidBackbone
 from .layers import (TableBias, biased_attention, cached_for_inference, drop_path_rates, init_transformer_weights,
-                     patch_embed)
+                     patch_embed, size_cache)
 
 # -- windows -------------------------------------------------------------------
 
@@ -43,7 +42,7 @@ def window_reverse(windows: torch.Tensor, window: int, H: int, W: int) -> torch.
     return x.reshape(B, H, W, C)
 
 
-@lru_cache(maxsize=32)
+@size_cache(32)
 def shifted_window_mask(H: int, W: int, window: int, shift: int, device: torch.device) -> torch.Tensor:
     """Additive mask (nW, 1, N, N) that keeps the shifted windows' sub-regions
     apart; -100 as in the official code (exp(-100) is 0 in fp32)."""
