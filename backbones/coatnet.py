@@ -107,8 +107,8 @@ class RelPosBias2d(RelPosBias):
     def bias_for(self, size: tuple[int, int]) -> torch.Tensor:
         """(1, heads, H*W, H*W) additive attention bias for an H x W map; kept
         per size for inference (it depends only on the table)."""
-        size = (int(size[0]), int(size[1]))
-        return cached_for_inference(self, size, self.relative_position_bias_table,
+        # the key as ints; the recipe gets the sizes as they are (traced ones while exporting to ONNX)
+        return cached_for_inference(self, (int(size[0]), int(size[1])), self.relative_position_bias_table,
                                     lambda: self.bias_recipe(size).materialize())
 
     def bias_recipe(self, size: tuple[int, int]) -> TableBias:

@@ -193,7 +193,10 @@ class AttentionBias(nn.Module):
 
     def _attention_bias(self, q_size: tuple[int, int], k_size: tuple[int, int], stride: int) -> torch.Tensor:
         table = resample_bias_table(self.attention_biases, self.resolution, k_size)
-        index = _offset_index(tuple(map(int, q_size)), tuple(map(int, k_size)), stride, table.device)
+        # traced sizes stay symbolic while exporting to ONNX (the size cache steps aside then)
+        sizes = (tuple(q_size), tuple(k_size)) if torch.jit.is_tracing() else (tuple(map(int, q_size)),
+                                                                                tuple(map(int, k_size)))
+        index = _offset_index(*sizes, stride, table.device)
         return gather_bias(table, index)
 
 

@@ -561,7 +561,8 @@ class TensorForward(nn.Module):
 def export_for_onnxruntime(model: nn.Module, inputs: torch.Tensor, path: str) -> None:
     """``model`` (a backbone, or a :class:`TensorForward`) traced on ``inputs``
     to ONNX at ``path`` (fixed shape: the benchmark's input)."""
-    from densekit.export import OPSET
+    from densekit.export import OPSET, register_symbolics
+    register_symbolics()
     model.eval()
     with torch.no_grad():
         torch.onnx.export(model, (inputs,), path, dynamo=False, opset_version=OPSET, input_names=['inputs'])

@@ -42,7 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-OPSET = 17
+# 18: the first opset whose Resize has the antialias of timm's bicubic resampling
+OPSET = 18
 
 
 class ExportError(ValueError):
@@ -120,9 +121,9 @@ def export_model(model: nn.Module, task: str, out: str | os.PathLike, size: tupl
                  meta: dict | None = None, check_sizes: Sequence[tuple[int, int]] | None = None,
                  tolerance: float | None = 1e-4) -> ExportReport:
     """Export a built toolbox ``model`` (eval mode) for ``task`` to ``out``,
-    traced at batch 2 and ``size``, then run it in onnxruntime at each of
-    ``check_sizes`` (default: ``size`` and one 32 px larger on each side)
-    against eager PyTorch.
+    traced at batch 2 and 32 px above ``size`` (H, W), then run it in
+    onnxruntime at each of ``check_sizes`` (default: ``size`` and 32 px
+    larger) against eager PyTorch.
 
     ``meta`` (JSON-serialisable: classes, palette) is stored in the ONNX
     model's metadata for :class:`OnnxPredictor`. Raises :class:`ExportError`
@@ -130,11 +131,13 @@ def export_model(model: nn.Module, task: str, out: str | os.PathLike, size: tupl
     which the outputs differ by more than ``tolerance`` (None: no limit)."""
     deploy = DeployModel(model.eval(), task).eval()
     names = deploy.output_names()
-    example = _pixels((2, 3, *size), seed=0)
+    H, W = size
+    # traced 32 px above ``size``: a map at its pretraining size skips the bias or
+    # position resampling, and a trace of that branch would hold at that size only
+    example = _pixels((2, 3, H + 32, W + 32), seed=0)
     _trace_to_onnx(deploy, example, names, out)
     _set_metadata(out, dict(meta or {}, task=task, densekit_input='pixels (N, 3, H, W) float32 0-255, BGR'))
     report = ExportReport(str(out), task, names)
-    H, W = size
     for i, (h, w) in enumerate(check_sizes or [size, (H + 32, W + 32)]):
         x = _pixels((1 + i % 2, 3, h, w), seed=1 + i)
         with torch.no_grad():
@@ -174,7 +177,28 @@ def _pixels(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     return torch.rand(shape, generator=torch.Generator().manual_seed(seed)) * 255
 
 
+def _bicubic_antialias(g, input, output_size, align_corners, *scales):
+    """``aten::_upsample_bicubic2d_aa`` (``F.interpolate(mode='bicubic',
+    antialias=True)``: timm's position-embedding and LeViT's bias resampling)
+    as ONNX Resize: PyTorch's antialiased cubic is PIL's (a = -0.5, taps outside
+    the input dropped and the weights renormalised)."""
+    from torch.onnx._internal.torchscript_exporter import symbolic_helper as sh
+    align = sh._maybe_get_const(align_corners, 'b')
+    lead = sh._slice_helper(g, g.op('Shape', input), axes=[0], starts=[0], ends=[2])
+    sizes = g.op('Concat', lead, g.op('Cast', output_size, to_i=7), axis_i=0)  # 7: INT64
+    empty = sh._optional_input_placeholder_tensor(g)
+    return g.op('Resize', input, empty, empty, sizes, mode_s='cubic', cubic_coeff_a_f=-0.5, antialias_i=1,
+                exclude_outside_i=1, coordinate_transformation_mode_s='align_corners' if align else 'half_pixel')
+
+
+def register_symbolics() -> None:
+    """Give the TorchScript-based exporter the conversions it lacks for our
+    models (a global registration, made by the export functions)."""
+    torch.onnx.register_custom_op_symbolic('aten::_upsample_bicubic2d_aa', _bicubic_antialias, OPSET)
+
+
 def _trace_to_onnx(deploy: nn.Module, example: torch.Tensor, names: list[str], out) -> None:
+    register_symbolics()
     axes = {'pixels': {0: 'batch', 2: 'height', 3: 'width'}, **{n: {0: 'batch'} for n in names}}
     if deploy.task == 'segmentation':
         axes['seg_logits'] = {0: 'batch', 2: 'height', 3: 'width'}
