@@ -561,9 +561,9 @@ class TensorForward(nn.Module):
 def export_for_onnxruntime(model: nn.Module, inputs: torch.Tensor, path: str) -> None:
     """``model`` (a backbone, or a :class:`TensorForward`) traced on ``inputs``
     to ONNX at ``path`` (fixed shape: the benchmark's input)."""
-    from densekit.export import OPSET, register_symbolics
+    from densekit.export import OPSET, exportable, register_symbolics
     register_symbolics()
-    model.eval()
+    model = exportable(model).eval()
     with torch.no_grad():
         torch.onnx.export(model, (inputs,), path, dynamo=False, opset_version=OPSET, input_names=['inputs'])
 

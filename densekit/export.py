@@ -28,6 +28,7 @@ window 7 at 512 px).
 """
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -53,14 +54,55 @@ class ExportError(ValueError):
 # -- the deployed graph ----------------------------------------------------------
 
 
+class AdaptiveAvgPool2dMatmul(nn.Module):
+    """``nn.AdaptiveAvgPool2d(output_size)`` as two averaging matrices built
+    from the input's H and W: (N, C, H, W) -> (N, C, h, w), the same bins
+    (``floor(i H / h)`` to ``ceil((i + 1) H / h)``). Why: ONNX has no adaptive
+    pooling, and the exporter converts one only when H, W are fixed multiples
+    of the output (mmseg's PPM pools to 1, 2, 3, 6 bins)."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+
+    @staticmethod
+    def _bins(size, bins: int, like: torch.Tensor) -> torch.Tensor:
+        i = torch.arange(bins, device=like.device)
+        start = torch.div(i * size, bins, rounding_mode='floor')
+        end = torch.div((i + 1) * size + bins - 1, bins, rounding_mode='floor')
+        pos = torch.arange(size, device=like.device)
+        inside = (pos[None] >= start[:, None]) & (pos[None] < end[:, None])
+        return inside.to(like.dtype) / (end - start)[:, None].to(like.dtype)  # (bins, size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        H, W = x.shape[-2:]
+        h, w = (s if s is not None else d for s, d in zip(self.output_size, (H, W)))
+        return torch.einsum('ih,nchw,jw->ncij', self._bins(H, h, x), x, self._bins(W, w, x))
+
+
+def exportable(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose modules ONNX cannot express for every input
+    size are replaced by equivalent ones (:class:`AdaptiveAvgPool2dMatmul`
+    for adaptive average pools to more than one bin)."""
+    model = copy.deepcopy(model)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.AdaptiveAvgPool2d) and module.output_size not in (1, (1, 1)):
+            parent, _, child = name.rpartition('.')
+            setattr(model.get_submodule(parent) if parent else model, child,
+                    AdaptiveAvgPool2dMatmul(module.output_size))
+    return model
+
+
+
 class DeployModel(nn.Module):
     """A toolbox model as the exported graph runs it: raw pixels (N, 3, H, W)
     float32 0..255 in the data preprocessor's input channel order -> the
-    outputs listed in the module docstring (a tuple of tensors)."""
+    outputs listed in the module docstring (a tuple of tensors). Holds an
+    :func:`exportable` copy of the model."""
 
     def __init__(self, model: nn.Module, task: str):
         super().__init__()
-        self.model, self.task = model, task
+        self.model, self.task = exportable(model), task
         pre = model.data_preprocessor
         # mmseg: channel_conversion; mmdet/mmengine: _channel_conversion; mmpretrain: to_rgb
         swap = any(getattr(pre, a, False) for a in ('channel_conversion', '_channel_conversion', 'to_rgb'))
