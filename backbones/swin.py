@@ -120,7 +120,9 @@ class SwinBlock(nn.Module):
         B, H, W, C = x.shape
         win = self.window
         pad_h, pad_w = -H % win, -W % win
-        if pad_h or pad_w:
+        # a trace (ONNX export) keeps the padding: whether it is needed depends on the size
+        padded = torch.jit.is_tracing() or bool(pad_h or pad_w)
+        if padded:
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
         Hp, Wp = H + pad_h, W + pad_w
         # a map inside one window gains nothing from shifting (official rule)
@@ -132,7 +134,7 @@ class SwinBlock(nn.Module):
         x = window_reverse(self.attn(window_partition(x, win), mask, (Hp, Wp, shift)), win, Hp, Wp)
         if shift:
             x = torch.roll(x, (shift, shift), dims=(1, 2))
-        return x[:, :H, :W] if (pad_h or pad_w) else x
+        return x[:, :H, :W] if padded else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self._attention(self.norm1(x)))

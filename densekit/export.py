@@ -13,7 +13,8 @@ the channel swap and the normalisation are inside it. Its outputs:
 * classification: ``scores`` (N, classes), the softmax of the head's logits
   (mmpretrain's ``pred_score``);
 * detection: the raw outputs of backbone + neck + dense head (the RPN of a
-  two-stage detector, the box head of a one-stage one): per level
+  two-stage detector, the box head of a one-stage one) on the input padded
+  to the preprocessor's ``pad_size_divisor``, as mmdet runs them: per level
   ``cls_score_<i>``, ``bbox_pred_<i>``. Box decoding, NMS and the RoI heads
   are data-dependent and stay outside the graph.
 
@@ -112,6 +113,9 @@ class DeployModel(nn.Module):
                              persistent=False)
         self.register_buffer('std', pre.std.view(1, -1, 1, 1).float() if normalize else torch.ones(1, 3, 1, 1),
                              persistent=False)
+        # mmdet pads the normalised batch to a multiple (its features and head outputs are of that size)
+        self.pad_divisor = getattr(pre, 'pad_size_divisor', 1) if task == 'detection' else 1
+        self.pad_value = float(getattr(pre, 'pad_value', 0))
 
     def output_names(self) -> list[str]:
         if self.task == 'segmentation':
@@ -132,6 +136,10 @@ class DeployModel(nn.Module):
                                   align_corners=self.model.decode_head.align_corners),)
         if self.task == 'classification':
             return (F.softmax(self.model(x, mode='tensor'), dim=1),)
+        if self.pad_divisor > 1:
+            d = self.pad_divisor
+            H, W = x.shape[-2:]
+            x = F.pad(x, (0, (d - W % d) % d, 0, (d - H % d) % d), value=self.pad_value)
         cls_scores, bbox_preds = self._dense_head()(self.model.extract_feat(x))[:2]
         return (*cls_scores, *bbox_preds)
 

@@ -154,12 +154,12 @@ def test_detector_backbone_neck_and_rpn_outputs_match(tmp_path):
 
 class _Unexportable(torch.nn.Module):
     def forward(self, x):
-        return torch.linalg.svd(x.flatten(2))[1]
+        return (torch.linalg.svd(x[-1].flatten(2))[1],)
 
 
 def test_unexportable_module_is_named_with_its_operator(tmp_path):
     model, _ = tiny_model('convmixer', 'classification')
-    model.neck = _Unexportable()  # (N, C, L) -> singular values (N, C)
+    model.neck = _Unexportable()  # last map (N, C, H, W) -> its singular values (N, C)
     with pytest.raises(ExportError) as err:
         export_model(model, 'classification', tmp_path / 'bad.onnx', size=SIZES[0])
     msg = str(err.value)
@@ -170,7 +170,6 @@ def test_unexportable_module_is_named_with_its_operator(tmp_path):
 def test_infer_onnx_path_gives_the_checkpoint_results(tmp_path):
     """tools/infer.py with the .onnx of a tiny segmentor: the same overlay
     file and the same predicted classes as the checkpoint path."""
-    from mmengine.runner import save_checkpoint
     from mmseg.apis import init_model
 
     from densekit.config import load_config
@@ -179,7 +178,7 @@ def test_infer_onnx_path_gives_the_checkpoint_results(tmp_path):
     cfg = load_config(str(TINY_SEG))
     model = init_model(cfg, device='cpu')
     ckpt = tmp_path / 'tiny.pth'
-    save_checkpoint(model.state_dict(), str(ckpt))
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, ckpt)
     images = tmp_path / 'images'
     images.mkdir()
     import cv2
