@@ -361,9 +361,11 @@ class Benchmark:
         lines.append('\nratio = ours / peer (time per batch, peak memory): below 1.00 ours is faster / smaller.')
         ort = next((r for r in self.results if r.name == ONNX_ROW), None)
         if ort is not None:
+            def spread(r: ModelResult) -> str:
+                q = [x / y for x, y in zip(ort.forward_s, r.forward_s)]
+                return f'{statistics.median(q):.2f} (range {min(q):.2f}-{max(q):.2f})'
             lines.append('onnxruntime / eager forward time (median of per-repetition ratios): ' + '; '.join(
-                f'/ {r.name}: {statistics.median(x / y for x, y in zip(ort.forward_s, r.forward_s)):.2f}'
-                for r in self.results if r is not ort))
+                f'/ {r.name}: {spread(r)}' for r in self.results if r is not ort))
         return '\n'.join(lines)
 
 
