@@ -188,11 +188,12 @@ def export_model(model: nn.Module, task: str, out: str | os.PathLike, size: tupl
     _trace_to_onnx(deploy, example, names, out)
     _set_metadata(out, dict(meta or {}, task=task, densekit_input='pixels (N, 3, H, W) float32 0-255, BGR'))
     report = ExportReport(str(out), task, names)
+    sess = session(out)
     for i, (h, w) in enumerate(check_sizes or [size, (H + 32, W + 32)]):
         x = _pixels((1 + i % 2, 3, h, w), seed=1 + i)
         with torch.no_grad():
             ref = deploy(x)
-        got = run_onnx(str(out), x.numpy())
+        got = run_onnx(sess, x.numpy())
         diff = max(float(np.abs(g - r.numpy()).max()) for g, r in zip(got, ref))
         report.parity['x'.join(map(str, x.shape))] = diff
         if tolerance is not None and not diff <= tolerance:
