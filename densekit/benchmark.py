@@ -746,7 +746,8 @@ def synthetic_batch(model: nn.Module, task: str, batch: int, size: tuple[int, in
             data=torch.randint(0, n, (1, H, W), generator=g))) for _ in range(batch)]
     if task == 'classification':
         from mmpretrain.structures import DataSample
-        n = model.head.num_classes
+        # our TokenNormClsHead keeps only its fc
+        n = getattr(model.head, 'num_classes', None) or model.head.fc.out_features
         return inputs, [DataSample(metainfo=meta).set_gt_label(int(torch.randint(0, n, (), generator=g)))
                         for _ in range(batch)]
     return inputs, [_detection_sample(model, meta, g) for _ in range(batch)]
