@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from functools import lru_cache, partial
+from functools import partial
 from typing import Sequence
 
 import torch
@@ -62,12 +62,12 @@ from torch import nn
 
 from densekit.registry import MODELS
 from .base import PyramidBackbone
-from .layers import TableBias, biased_attention, cached_for_inference, pair_index
+from .layers import TableBias, biased_attention, cached_for_inference, pair_index, size_cache
 
 # -- relative position bias for any map size -----------------------------------
 
 
-@lru_cache(maxsize=64)
+@size_cache(64)
 def _axis_resamplers(window: tuple[int, int], size: tuple[int, int],
                      device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-axis matrices (2H-1, 2h-1) and (2W-1, 2w-1) of timm's table resampling
@@ -88,7 +88,7 @@ def _axis_resamplers(window: tuple[int, int], size: tuple[int, int],
         return out[:, 0, :sh].contiguous().to(device), out[0, :, sh:].contiguous().to(device)
 
 
-@lru_cache(maxsize=8)
+@size_cache(8)
 def _offset_index(size: tuple[int, int], device: torch.device) -> torch.Tensor:
     """(N, N) index into a (2H-1) x (2W-1) offset table, flattened, of every
     (query, key) pair of an H x W map, N = H*W (8 MB at N = 1024, once per size)."""
@@ -107,8 +107,8 @@ class RelPosBias2d(RelPosBias):
     def bias_for(self, size: tuple[int, int]) -> torch.Tensor:
         """(1, heads, H*W, H*W) additive attention bias for an H x W map; kept
         per size for inference (it depends only on the table)."""
-        size = (int(size[0]), int(size[1]))
-        return cached_for_inference(self, size, self.relative_position_bias_table,
+        # the key as ints; the recipe gets the sizes as they are (traced ones while exporting to ONNX)
+        return cached_for_inference(self, (int(size[0]), int(size[1])), self.relative_position_bias_table,
                                     lambda: self.bias_recipe(size).materialize())
 
     def bias_recipe(self, size: tuple[int, int]) -> TableBias:

@@ -1,6 +1,7 @@
 """Layers shared by several backbone families (the rest come from timm.layers)."""
 from __future__ import annotations
 
+from functools import lru_cache, wraps
 from typing import Callable, NamedTuple, Sequence
 
 import torch
@@ -53,6 +54,25 @@ def clear_inference_cache(module: nn.Module) -> None:
     module.__dict__.pop('_inference_cache', None)
 
 
+def size_cache(maxsize: int) -> Callable[[Callable], Callable]:
+    """``functools.lru_cache(maxsize)`` for a tensor made from a map size
+    (masks, bias indices), bypassed while the TorchScript tracer records the
+    model (ONNX export): a tensor cached by an earlier eager call would enter
+    the graph as a constant of that size, so the export would be wrong at
+    every other size. ``torch.compile`` inlines the cached function itself."""
+    def decorate(fn: Callable) -> Callable:
+        cached = lru_cache(maxsize)(fn)
+
+        @wraps(fn)
+        def call(*args):
+            if torch.jit.is_tracing() and not torch.compiler.is_compiling():
+                return fn(*args)
+            return cached(*args)
+        call.cache_clear, call.cache_info = cached.cache_clear, cached.cache_info
+        return call
+    return decorate
+
+
 def cached_for_inference(module: nn.Module, key: tuple, table: torch.Tensor,
                          compute: Callable[[], torch.Tensor], size: int = 4) -> torch.Tensor:
     """``compute()`` memoised on ``module`` per ``key`` while no gradient is
@@ -62,9 +82,9 @@ def cached_for_inference(module: nn.Module, key: tuple, table: torch.Tensor,
     For a bias that a learned ``table`` gives per map size: entries are keyed
     on the table's device, dtype, storage and version counter, so moving the
     module or loading weights (an in-place copy) recomputes them; training
-    and ``torch.compile`` always compute. At most ``size`` sizes are kept.
+    ``torch.compile`` and the TorchScript tracer (ONNX export) always compute. At most ``size`` sizes are kept.
     """
-    if torch.is_grad_enabled() or torch.compiler.is_compiling():
+    if torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing():
         return compute()
     cache = module.__dict__.setdefault('_inference_cache', {})  # not a buffer: never saved
     full = (key, *tensor_state(table))

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import re
 from collections import OrderedDict
-from functools import lru_cache
 from typing import Sequence
 
 import torch
@@ -56,7 +55,7 @@ from torch import nn
 
 from densekit.registry import MODELS
 from .base import PyramidBackbone
-from .layers import biased_attention, cached_for_inference, gather_bias, pair_index
+from .layers import biased_attention, cached_for_inference, gather_bias, pair_index, size_cache
 
 # -- BN-fusable layers ------------------------------------------------------------
 
@@ -163,7 +162,7 @@ def resample_bias_table(table: torch.Tensor, src: Sequence[int], dst: Sequence[i
     return grid.reshape(heads, -1).to(table.dtype)
 
 
-@lru_cache(maxsize=16)
+@size_cache(16)
 def _offset_index(q_size: tuple[int, int], k_size: tuple[int, int], stride: int,
                   device: torch.device) -> torch.Tensor:
     """(Nq, Nk) index into a flattened k_size offset grid: dy * Wk + dx with
@@ -194,7 +193,10 @@ class AttentionBias(nn.Module):
 
     def _attention_bias(self, q_size: tuple[int, int], k_size: tuple[int, int], stride: int) -> torch.Tensor:
         table = resample_bias_table(self.attention_biases, self.resolution, k_size)
-        index = _offset_index(tuple(map(int, q_size)), tuple(map(int, k_size)), stride, table.device)
+        # traced sizes stay symbolic while exporting to ONNX (the size cache steps aside then)
+        sizes = (tuple(q_size), tuple(k_size)) if torch.jit.is_tracing() else (tuple(map(int, q_size)),
+                                                                                tuple(map(int, k_size)))
+        index = _offset_index(*sizes, stride, table.device)
         return gather_bias(table, index)
 
 

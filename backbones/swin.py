@@ -12,7 +12,6 @@ Checkpoints load from the official release, timm and mmseg layouts
 from __future__ import annotations
 
 import re
-from functools import lru_cache
 from typing import Sequence
 
 import torch
@@ -24,7 +23,7 @@ from torch import nn
 from densekit.registry import MODELS
 from .base import PyramidBackbone
 from .layers import (TableBias, biased_attention, cached_for_inference, drop_path_rates, init_transformer_weights,
-                     patch_embed)
+                     patch_embed, size_cache)
 
 # -- windows -------------------------------------------------------------------
 
@@ -43,7 +42,7 @@ def window_reverse(windows: torch.Tensor, window: int, H: int, W: int) -> torch.
     return x.reshape(B, H, W, C)
 
 
-@lru_cache(maxsize=32)
+@size_cache(32)
 def shifted_window_mask(H: int, W: int, window: int, shift: int, device: torch.device) -> torch.Tensor:
     """Additive mask (nW, 1, N, N) that keeps the shifted windows' sub-regions
     apart; -100 as in the official code (exp(-100) is 0 in fp32)."""
@@ -121,7 +120,9 @@ class SwinBlock(nn.Module):
         B, H, W, C = x.shape
         win = self.window
         pad_h, pad_w = -H % win, -W % win
-        if pad_h or pad_w:
+        # a trace (ONNX export) keeps the padding: whether it is needed depends on the size
+        padded = torch.jit.is_tracing() or bool(pad_h or pad_w)
+        if padded:
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
         Hp, Wp = H + pad_h, W + pad_w
         # a map inside one window gains nothing from shifting (official rule)
@@ -133,7 +134,7 @@ class SwinBlock(nn.Module):
         x = window_reverse(self.attn(window_partition(x, win), mask, (Hp, Wp, shift)), win, Hp, Wp)
         if shift:
             x = torch.roll(x, (shift, shift), dims=(1, 2))
-        return x[:, :H, :W] if (pad_h or pad_w) else x
+        return x[:, :H, :W] if padded else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self._attention(self.norm1(x)))

@@ -39,6 +39,13 @@ Fairness rules (the numbers are only ratios between models run alike):
   backbones keep between inference calls is released first, so it counts). That is what
   tensors need, not the process RSS (allocator caching is not included).
 
+With ``onnxruntime=True`` a row ``densekit (onnxruntime)`` runs our model
+exported to ONNX (:mod:`densekit.export`, the same weights and the same
+forward: the backbone, or the whole model's ``mode='tensor'`` work) in an
+onnxruntime CPU session with all graph optimisations, on the same input and
+thread count, interleaved with the others. It has no train step, and its
+memory is onnxruntime's own (not seen by the torch profiler): '-'.
+
 Achieved GFLOP/s use our FLOP count (``densekit.analysis``: multiply-adds,
 times 2 for FLOPs; a train step counted as 3 forwards) against the matrix-
 multiply peak measured in the same run (a large GEMM in the same dtype).
@@ -274,8 +281,8 @@ class ModelResult:
     weights: str
     forward_s: list[float] = field(default_factory=list)
     train_s: list[float] = field(default_factory=list)
-    forward_peak: int = 0
-    train_peak: int = 0
+    forward_peak: int | None = 0  # None: not measured (onnxruntime's own memory)
+    train_peak: int | None = 0
 
     @property
     def forward(self) -> float:
@@ -283,7 +290,7 @@ class ModelResult:
 
     @property
     def train(self) -> float:
-        return statistics.median(self.train_s)
+        return statistics.median(self.train_s) if self.train_s else math.nan
 
 
 @dataclass
@@ -316,11 +323,14 @@ class Benchmark:
         o = self.ours
 
         def paired(a: list[float], b: list[float]) -> float:
-            return statistics.median(x / y for x, y in zip(a, b))
+            return statistics.median(x / y for x, y in zip(a, b)) if a and b else math.nan
+
+        def mem(a: int | None, b: int | None) -> float:
+            return a / max(b, 1) if a is not None and b is not None else math.nan
 
         return {p.name: dict(forward=paired(o.forward_s, p.forward_s), train=paired(o.train_s, p.train_s),
-                             forward_mem=o.forward_peak / max(p.forward_peak, 1),
-                             train_mem=o.train_peak / max(p.train_peak, 1))
+                             forward_mem=mem(o.forward_peak, p.forward_peak),
+                             train_mem=mem(o.train_peak, p.train_peak))
                 for p in self.results[1:]}
 
     def gflops(self, r: ModelResult) -> tuple[float, float]:
@@ -341,15 +351,30 @@ class Benchmark:
         for r in self.results:
             fg, _ = self.gflops(r)
             q = ratios.get(r.name)
-            cells = (f'{q["forward"]:.2f} | {q["train"]:.2f} | {q["forward_mem"]:.2f} | {q["train_mem"]:.2f}'
+            cells = (' | '.join(_num(q[k]) for k in ('forward', 'train', 'forward_mem', 'train_mem'))
                      if q else '- | - | - | -')
             lines.append(f'| {r.name} | {r.params / 1e6:.2f} M | {r.weights} | {B / r.forward:.2f} | '
-                         f'{B / r.train:.2f} | {fg:.1f} ({100 * fg * 1e9 / self.matmul_peak:.0f}%) | '
-                         f'{r.forward_peak / 2**20:.0f} | {r.train_peak / 2**20:.0f} | {cells} |')
+                         f'{_num(B / r.train)} | {fg:.1f} ({100 * fg * 1e9 / self.matmul_peak:.0f}%) | '
+                         f'{_mb(r.forward_peak)} | {_mb(r.train_peak)} | {cells} |')
         for name, why in self.skipped.items():
             lines.append(f'| {name} | | not run: {why} | | | | | | | | | |')
         lines.append('\nratio = ours / peer (time per batch, peak memory): below 1.00 ours is faster / smaller.')
+        ort = next((r for r in self.results if r.name == ONNX_ROW), None)
+        if ort is not None:
+            def spread(r: ModelResult) -> str:
+                q = [x / y for x, y in zip(ort.forward_s, r.forward_s)]
+                return f'{statistics.median(q):.2f} (range {min(q):.2f}-{max(q):.2f})'
+            lines.append('onnxruntime / eager forward time (median of per-repetition ratios): ' + '; '.join(
+                f'/ {r.name}: {spread(r)}' for r in self.results if r is not ort))
         return '\n'.join(lines)
+
+
+def _num(v: float) -> str:
+    return '-' if math.isnan(v) else f'{v:.2f}'
+
+
+def _mb(v: int | None) -> str:
+    return '-' if v is None else f'{v / 2**20:.0f}'
 
 
 def retain_freed_memory(limit: int = 1 << 30) -> bool:
@@ -479,6 +504,8 @@ def model_workload(inputs: torch.Tensor, samples: list, task: str, seed: int = 0
 class Runner:
     """Forward and train step of one model on one workload, timed or memory-profiled."""
 
+    trains = True  # has a train step
+
     def __init__(self, model: nn.Module, work: Workload, device: str, amp: str):
         self.model, self.work, self.device, self.amp = model, work, device, amp
         # fused AdamW (one kernel over all parameters, CPU and CUDA): the per-tensor
@@ -520,6 +547,53 @@ class Runner:
         return cpu_peak_memory(step)
 
 
+ONNX_ROW = 'densekit (onnxruntime)'
+
+
+class OnnxRunner:
+    """The forward of an exported model in an onnxruntime CPU session, fed
+    the workload's input; no train step."""
+
+    trains = False
+    device = 'cpu'
+
+    def __init__(self, path: str, inputs: torch.Tensor, threads: int):
+        from densekit.export import session
+        self.session = session(path, threads)
+        self.feed = {self.session.get_inputs()[0].name: inputs.detach().cpu().numpy()}
+        self.model = nn.Module()  # nothing of torch's to release or profile
+
+    def forward(self) -> None:
+        self.session.run(None, self.feed)
+
+    def time(self, step: Callable[[], None]) -> float:
+        t = time.perf_counter()
+        step()
+        return time.perf_counter() - t
+
+
+class TensorForward(nn.Module):
+    """A whole model's ``mode='tensor'`` forward on normalised inputs, as
+    :func:`model_workload` runs it, as a one-input module to export."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: torch.Tensor):
+        return self.model(inputs, mode='tensor')
+
+
+def export_for_onnxruntime(model: nn.Module, inputs: torch.Tensor, path: str) -> None:
+    """``model`` (a backbone, or a :class:`TensorForward`) traced on ``inputs``
+    to ONNX at ``path`` (fixed shape: the benchmark's input)."""
+    from densekit.export import OPSET, exportable, register_symbolics
+    register_symbolics()
+    model = exportable(model).eval()
+    with torch.no_grad():
+        torch.onnx.export(model, (inputs,), path, dynamo=False, opset_version=OPSET, input_names=['inputs'])
+
+
 def cpu_peak_memory(step: Callable[[], None]) -> int:
     """Peak live bytes of CPU tensors allocated while ``step`` runs, from the
     torch profiler's memory records: each op's own (self) allocations minus
@@ -536,18 +610,27 @@ def cpu_peak_memory(step: Callable[[], None]) -> int:
     return peak
 
 
-def interleaved(runners: Sequence[Runner], results: Sequence[ModelResult], reps: int) -> None:
+def interleaved(runners: Sequence[Runner], results: Sequence[ModelResult], reps: int, train: bool = True) -> None:
     """Warm up and profile memory once per model (then one more untimed run
     of each), then ``reps`` rounds of ours, peer 1, peer 2, ... for forward,
-    then ``reps`` such rounds of train steps."""
+    then ``reps`` such rounds of train steps (``train=False``: none; a
+    runner without a train step sits them out)."""
     for run, res in zip(runners, results):
         run.forward()
+        if not run.trains:
+            res.forward_peak = res.train_peak = None
+            run.forward()
+            continue
         # what our backbones keep between inference calls (weights cast for autocast,
         # attention biases) is made again inside the measured forward: it counts
         for m in run.model.modules():
             if hasattr(m, 'release_inference_caches'):
                 m.release_inference_caches()
         res.forward_peak = run.peak_memory(run.forward)
+        if not train:
+            res.train_peak = None
+            run.forward()
+            continue
         run.train_step()  # AdamW state exists from here on
         res.train_peak = run.peak_memory(run.train_step)
         # one more of each outside the profiler: the first timed train step after
@@ -559,9 +642,10 @@ def interleaved(runners: Sequence[Runner], results: Sequence[ModelResult], reps:
     for _ in range(reps):
         for run, res in zip(runners, results):
             res.forward_s.append(run.time(run.forward))
-    for _ in range(reps):
+    for _ in range(reps if train else 0):
         for run, res in zip(runners, results):
-            res.train_s.append(run.time(run.train_step))
+            if run.trains:
+                res.train_s.append(run.time(run.train_step))
 
 
 def count_params(model: nn.Module) -> int:
@@ -686,7 +770,8 @@ def synthetic_batch(model: nn.Module, task: str, batch: int, size: tuple[int, in
             data=torch.randint(0, n, (1, H, W), generator=g))) for _ in range(batch)]
     if task == 'classification':
         from mmpretrain.structures import DataSample
-        n = model.head.num_classes
+        # our TokenNormClsHead keeps only its fc
+        n = getattr(model.head, 'num_classes', None) or model.head.fc.out_features
         return inputs, [DataSample(metainfo=meta).set_gt_label(int(torch.randint(0, n, (), generator=g)))
                         for _ in range(batch)]
     return inputs, [_detection_sample(model, meta, g) for _ in range(batch)]
@@ -754,8 +839,8 @@ def build_models(cfg, size: tuple[int, int], peers: Sequence[str] | None = None,
 def run_benchmark(config: str, size: int | tuple[int, int] | None = None, batch: int | None = None,
                   device: str = 'cpu',
                   amp: str = 'fp32', reps: int = 3, peers: Sequence[str] | None = None, threads: int | None = None,
-                  cfg_options: dict | None = None, scope: str = 'backbone', compile_backend: str | None = None
-                  ) -> Benchmark:
+                  cfg_options: dict | None = None, scope: str = 'backbone', compile_backend: str | None = None,
+                  onnxruntime: bool = False, train: bool = True) -> Benchmark:
     """Measure ``config``'s backbone (``scope='backbone'``) or whole model
     (``'model'``) and its peers on a random (batch, C, H, W) input, ``size``
     being H = W or (H, W) (default: the config's crop_size, else 224).
@@ -764,7 +849,11 @@ def run_benchmark(config: str, size: int | tuple[int, int] | None = None, batch:
     ``compile_backend``: a ``torch.compile`` backend (e.g. 'inductor') applied in place
     to every row's backbone, ours and the peers' alike (in a whole model the
     heads stay eager: their ``loss`` bypasses a compiled ``forward``); the
-    compilation happens in the warm-up runs, which are not timed."""
+    compilation happens in the warm-up runs, which are not timed.
+    ``onnxruntime``: add the ``densekit (onnxruntime)`` row (CPU only; not for
+    a detector, whose timed forward is its NMS-including ``predict``).
+    ``train=False``: forward only (a whole model at batch 1: BatchNorm in
+    train mode needs two values per channel)."""
     from densekit.analysis import count_complexity
     from densekit.config import load_config, task_of
 
@@ -778,6 +867,8 @@ def run_benchmark(config: str, size: int | tuple[int, int] | None = None, batch:
     if device.startswith('cuda') and not torch.cuda.is_available():
         raise ValueError(f'benchmark: device {device!r} requested but CUDA is not available')
     batch = batch or (2 if scope == 'model' else 1)
+    if onnxruntime and not device.startswith('cpu'):
+        raise ValueError(f'benchmark: --onnxruntime runs on the CPU; got device {device!r}')
     if reps < 1 or batch < 1:
         raise ValueError(f'benchmark: reps and batch must be >= 1, got reps={reps}, batch={batch}')
     if threads:
@@ -801,11 +892,15 @@ def run_benchmark(config: str, size: int | tuple[int, int] | None = None, batch:
         flops_of = 'backbone only' + (": a detector's predict (NMS, RoI heads) is data-dependent, not counted"
                                       if scope == 'model' else '')
         flops = count_complexity(backbone, (1, in_ch, *hw)).flops['']
+    if onnxruntime and scope == 'model' and task == 'detection':
+        raise ValueError("benchmark: --onnxruntime with --scope model times a detector's predict (NMS, RoI heads), "
+                         'which is not exported; use --scope backbone')
     if scope == 'model':
         inputs, samples = synthetic_batch(ours, task, batch, hw, in_ch)
         work = model_workload(inputs.to(device), [s.to(device) for s in samples], task)
     else:
-        work = backbone_workload(torch.randn(batch, in_ch, *hw, device=device))
+        inputs = torch.randn(batch, in_ch, *hw, device=device)
+        work = backbone_workload(inputs)
     results, runners = [], []
     for name, model, note in models:
         model.to(device)
@@ -814,9 +909,16 @@ def run_benchmark(config: str, size: int | tuple[int, int] | None = None, batch:
         results.append(ModelResult(name, count_params(model.model if isinstance(model, TimmFeatures) else model),
                                    note))
         runners.append(Runner(model, work, device, amp))
+    if onnxruntime:
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, 'model.onnx')
+            export_for_onnxruntime(TensorForward(ours) if scope == 'model' else ours, inputs, path)
+            runners.insert(1, OnnxRunner(path, inputs, torch.get_num_threads()))
+        results.insert(1, ModelResult(ONNX_ROW, results[0].params, 'ours, exported'))
     # the best GEMM before and after the runs: other processes' load varies
     peak = matmul_peak(device, amp)
-    interleaved(runners, results, reps)
+    interleaved(runners, results, reps, train)
     peak = max(peak, matmul_peak(device, amp))
     return Benchmark(config, family_of(backbone), (batch, in_ch, *hw), device, amp, torch.get_num_threads(),
                      flops * batch, peak, machine_load(), results, skipped, scope=scope, flops_of=flops_of,
@@ -833,11 +935,11 @@ def summary(benches: Sequence[Benchmark]) -> str:
         B, _, H, W = b.shape
         o = b.ours
         fg, _ = b.gflops(o)
-        own = f'{B / o.forward:.2f} | {B / o.train:.2f} | {100 * fg * 1e9 / b.matmul_peak:.0f}%'
+        own = f'{B / o.forward:.2f} | {_num(B / o.train)} | {100 * fg * 1e9 / b.matmul_peak:.0f}%'
         name = os.path.basename(b.config)
         rows = b.ratios() or {'(no peer)': None}
         for peer, q in rows.items():
-            cells = (f'{q["forward"]:.2f} | {q["train"]:.2f} | {q["forward_mem"]:.2f} | {q["train_mem"]:.2f}'
+            cells = (' | '.join(_num(q[k]) for k in ('forward', 'train', 'forward_mem', 'train_mem'))
                      if q else '- | - | - | -')
             lines.append(f'| {name} | {b.family} | {B}x{H}x{W} | {peer} | {cells} | {own} |')
     return '\n'.join(lines)

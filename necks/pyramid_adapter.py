@@ -115,9 +115,11 @@ class SimpleFeaturePyramid(BaseModule):
         outs = []
         for i, s in enumerate(self.out_strides):
             x = inputs[i if len(inputs) == levels else 0]
-            size = tuple(-(-d * self.in_stride // s) for d in x.shape[-2:])
+            # ceil without negative operands: ONNX integer division truncates
+            size = tuple((d * self.in_stride + s - 1) // s for d in x.shape[-2:])
             x = self.resample[i](x)
-            if tuple(x.shape[-2:]) != size:
+            # a trace (ONNX export) keeps the resize: whether it is needed depends on the size
+            if torch.jit.is_tracing() or tuple(x.shape[-2:]) != size:
                 x = F.interpolate(x, size=size, mode='bilinear', align_corners=False)
             outs.append(self.convs[i](x))
         return tuple(outs)

@@ -250,3 +250,22 @@ def test_compile_wraps_ours_and_the_peer_alike():
     assert "torch.compile(backend='eager')" in b.table()
     # both backbones went through dynamo (each at least one graph)
     assert counters['stats']['unique_graphs'] >= 2
+
+
+def test_onnxruntime_row_times_our_exported_model_forward_only(capsys, tmp_path):
+    """--onnxruntime --forward-only on a whole segmentor at batch 1: a row that
+    ran our model exported to ONNX, forward only, beside ours and mmseg's;
+    the onnxruntime / eager ratios are printed and the tables appended to --results."""
+    pytest.importorskip('onnxruntime')
+    results = tmp_path / 'results.md'
+    out, _ = run_main(capsys, 'benchmark', TINY_SEG, '--scope', 'model', '--size', '64', '--batch', '1', '--reps', '2',
+                      '--peers', 'mmseg', '--onnxruntime', '--forward-only', '--json', str(tmp_path / 'bench.json'),
+                      '--results', str(results))
+    (bench,) = json.loads((tmp_path / 'bench.json').read_text())
+    names = [r['name'] for r in bench['results']]
+    assert names == ['densekit', 'densekit (onnxruntime)', 'mmseg']
+    for r in bench['results']:
+        assert len(r['forward_s']) == 2 and min(r['forward_s']) > 0 and r['train_s'] == []
+    assert bench['results'][1]['forward_peak'] is None
+    assert 'onnxruntime / eager forward time' in out and '/ mmseg: ' in out
+    assert '| densekit (onnxruntime) |' in results.read_text() and 'command: tools/benchmark.py' in results.read_text()

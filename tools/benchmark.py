@@ -9,6 +9,8 @@ architecture (timm, mmseg, mmdet, mmpretrain), with ours/peer ratios.
     python tools/benchmark.py configs/upernet_swin_ade20k.py --scope model --peers mmseg   # whole UPerNet, batch 2
     python tools/benchmark.py configs/mask-rcnn_swin-t_fpn_1x_coco.py --scope model --size 800 1344 --peers mmdet
     python tools/benchmark.py configs/swin-t_imagenet.py --compile        # inductor, ours and peers alike
+    python tools/benchmark.py configs/upernet_swin_ade20k.py --scope model --batch 1 --forward-only \
+        --peers mmseg --onnxruntime                                      # + our model exported, in onnxruntime
 
 Forward = no-grad eval forward; train step = forward, backward, AdamW step.
 --scope model runs the config's whole model (UPerNet, Mask R-CNN, classifier;
@@ -56,6 +58,11 @@ def main(argv=None):
     parser.add_argument('--compile', nargs='?', const='inductor', metavar='BACKEND',
                         help='torch.compile every backbone alike (ours and peers; default backend inductor); '
                              'compilation happens in the untimed warm-up')
+    parser.add_argument('--onnxruntime', action='store_true',
+                        help="add a row 'densekit (onnxruntime)': ours exported to ONNX (same weights, same "
+                             'forward), run in onnxruntime on the CPU (forward only)')
+    parser.add_argument('--forward-only', action='store_true',
+                        help='time forwards only, no train steps (a whole model at --batch 1)')
     parser.add_argument('--malloc', choices=['retain', 'default'], default='retain',
                         help="'retain' (default): glibc keeps freed memory mapped (fewer page faults, steadier "
                              "CPU timings; see densekit.benchmark.retain_freed_memory); 'default': glibc's settings")
@@ -83,7 +90,8 @@ def main(argv=None):
         for config, size, batch in jobs:
             bench = run_benchmark(config, size, batch, device=args.device, amp=args.amp, reps=args.reps,
                                   peers=args.peers, threads=args.threads, cfg_options=args.cfg_options,
-                                  scope=args.scope, compile_backend=args.compile)
+                                  scope=args.scope, compile_backend=args.compile, onnxruntime=args.onnxruntime,
+                                  train=not args.forward_only)
             print(bench.table(), end='\n\n', flush=True)
             benches.append(bench)
         command = ' '.join(['tools/benchmark.py', *(argv if argv is not None else sys.argv[1:])])

@@ -2,10 +2,12 @@
 """Run a trained model on images and write what it sees.
 
     python tools/infer.py configs/upernet_swin_ade20k.py iter_160000.pth demo/*.jpg --out out/ [--device cuda]
+    python tools/infer.py configs/upernet_swin_ade20k.py upernet_swin.onnx demo/*.jpg --out out/   # onnxruntime
 
 Segmentation: <image>.png overlays; detection: <image>.png with boxes and
 masks (score >= --score-thr); classification: out/topk.json with the top-k
-classes per image. IMAGES may be files or directories.
+classes per image. IMAGES may be files or directories. A CHECKPOINT ending in
+.onnx (tools/export.py) runs in onnxruntime on the CPU, with the same outputs.
 """
 import argparse
 import os
@@ -22,7 +24,7 @@ from mmengine.config import DictAction  # noqa: E402
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='config file the checkpoint was trained with')
-    parser.add_argument('checkpoint', help='checkpoint file (.pth)')
+    parser.add_argument('checkpoint', help='checkpoint file (.pth), or an exported .onnx model')
     parser.add_argument('images', nargs='+', help='image files or directories of images')
     parser.add_argument('--out', required=True, help='directory for the PNGs / topk.json')
     parser.add_argument('--device', default='cpu', help="'cpu', 'cuda' or 'cuda:N'")
@@ -33,6 +35,12 @@ def main(argv=None):
                         help='override config entries')
     args = parser.parse_args(argv)
     with user_errors('infer'):
+        if args.checkpoint.endswith('.onnx'):
+            from densekit.export import onnx_inference
+            results = onnx_inference(args.config, args.checkpoint, args.images, out_dir=args.out, topk=args.topk,
+                                     opacity=args.opacity)
+            print(f'{len(results)} image(s) -> {args.out}')
+            return
         if args.device.startswith('cuda'):
             import torch
             if not torch.cuda.is_available():
