@@ -214,21 +214,23 @@ class DrawPredictionsHook(Hook):
                       f'to {self.out_dir}/', logger='current')
 
     def _draw(self, visualizer, sample, image: np.ndarray, name: str) -> np.ndarray:
-        if hasattr(visualizer, 'visualize_cls'):  # mmpretrain: labels written on the image
-            small = min(image.shape[:2]) < 224  # its text is sized for ImageNet-sized images
-            return visualizer.visualize_cls(image, sample, draw_gt=True, draw_pred=True,
-                                            resize=224 if small else None)
         import tempfile
 
         import mmcv
-        kwargs = {'pred_score_thr': self.score_thr} if 'pred_instances' in sample else {}
-        # the toolboxes return nothing: they write out_file (or, without one, to their vis backends)
+        # the toolboxes draw into out_file (without one, into their vis backends' folders)
         with tempfile.TemporaryDirectory() as tmp:
             out = osp.join(tmp, 'drawn.png')
-            visualizer.add_datasample(name, image, sample, draw_gt=True, draw_pred=True, show=False,
-                                      out_file=out, **kwargs)
+            side_by_side = not hasattr(visualizer, 'visualize_cls')
+            if not side_by_side:  # mmpretrain: both labels written on the image
+                small = min(image.shape[:2]) < 224  # its text is sized for ImageNet-sized images
+                visualizer.visualize_cls(image, sample, draw_gt=True, draw_pred=True,
+                                         resize=224 if small else None, out_file=out)
+            else:
+                kwargs = {'pred_score_thr': self.score_thr} if 'pred_instances' in sample else {}
+                visualizer.add_datasample(name, image, sample, draw_gt=True, draw_pred=True, show=False,
+                                          out_file=out, **kwargs)
             drawn = mmcv.imread(out, channel_order='rgb')
-        if drawn.shape[1] == 2 * image.shape[1]:
+        if side_by_side and drawn.shape[1] == 2 * image.shape[1]:  # both drawn: ground truth | prediction
             drawn = caption(drawn, ('ground truth', 'prediction'))
         return drawn
 
