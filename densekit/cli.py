@@ -69,11 +69,32 @@ def user_errors(tool: str):
         sys.exit(1)
 
 
+# Warnings about the libraries' own internals that a user cannot act on
+# (mmengine's FileClient deprecation, mmseg's loss defaults, its visualization
+# hook switched off in training): log file only.
+LIBRARY_NOTICES = re.compile(r'.*(deprecat|is the alias of|avg_non_ignore|The draw is False)', re.IGNORECASE | re.DOTALL)
+
+
 class ConsoleFilter(logging.Filter):
-    """Keeps warnings, errors and the :data:`CONSOLE_INFO` lines on the console."""
+    """Keeps errors, warnings (less :data:`LIBRARY_NOTICES`) and the
+    :data:`CONSOLE_INFO` lines on the console."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or bool(CONSOLE_INFO.match(record.getMessage()))
+        message = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            return record.levelno >= logging.ERROR or not LIBRARY_NOTICES.match(message)
+        return bool(CONSOLE_INFO.match(message))
+
+
+def route_warnings(logger: logging.Logger) -> None:
+    """Python warnings (``warnings.warn``) go through ``logger`` as WARNING
+    records, so the console filter and the log file apply to them too."""
+    import warnings
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        logger.warning(f'{category.__name__}: {message} ({filename}:{lineno})')
+
+    warnings.showwarning = showwarning
 
 
 class _QuietConsole:
@@ -85,6 +106,7 @@ class _QuietConsole:
     def build_logger(self, log_level='INFO', log_file=None, **kwargs):
         logger = super().build_logger(log_level, log_file, **kwargs)
         if not self.verbose:
+            route_warnings(logger)  # before the model is built: the toolboxes warn while building
             for handler in logger.handlers:
                 # the console handler is a plain StreamHandler (FileHandler subclasses it)
                 if type(handler) is logging.StreamHandler and not any(

@@ -43,13 +43,19 @@ def check_wiring(model: nn.Module) -> None:
         if channels is None:
             return  # a neck whose outputs are not declared
         source = key
+    problems = []  # every head at once: a changed backbone usually misfits several
     for name in HEADS:
         heads = getattr(model, name, None)
         if heads is None:
             continue
         listed = isinstance(heads, nn.ModuleList)
         for i, head in enumerate(heads if listed else [heads]):
-            _check_head(head, channels, f'model.{name}' + (f'[{i}]' if listed else ''), source)
+            try:
+                _check_head(head, channels, f'model.{name}' + (f'[{i}]' if listed else ''), source)
+            except ValueError as err:
+                problems.append(str(err))
+    if problems:
+        raise ValueError('; '.join(problems))
 
 
 def _neck_outputs(neck: nn.Module, channels: list[int]) -> list[int] | None:

@@ -142,11 +142,12 @@ def test_console_keeps_progress_results_and_warnings_only(tmp_path, capsys):
     runner.logger.info('paramwise_options -- backbone.norm.weight:weight_decay=0.0')
     runner.logger.info('Iter(train) [ 10/300]  lr: 1.0e-03  loss: 0.5')
     runner.logger.warning('a warning')
+    runner.logger.warning('"FileClient" will be deprecated in future.')  # the library's own notice
     out = capsys.readouterr().out
     assert 'System environment' not in out and 'paramwise_options' not in out
-    assert 'Iter(train) [ 10/300]' in out and 'a warning' in out
+    assert 'Iter(train) [ 10/300]' in out and 'a warning' in out and 'FileClient' not in out
     log = (tmp_path / runner.timestamp / f'{runner.timestamp}.log').read_text()
-    assert 'System environment' in log and 'paramwise_options' in log  # everything in the file
+    assert 'System environment' in log and 'paramwise_options' in log and 'FileClient' in log  # all in the file
     assert not ConsoleFilter().filter(logging.makeLogRecord(dict(msg='Config:\nmodel = ...', levelno=20)))
 
 
