@@ -71,8 +71,9 @@ def user_errors(tool: str):
 
 # Warnings about the libraries' own internals that a user cannot act on
 # (mmengine's FileClient deprecation, mmseg's loss defaults, its visualization
-# hook switched off in training): log file only.
-LIBRARY_NOTICES = re.compile(r'.*(deprecat|is the alias of|avg_non_ignore|The draw is False)', re.IGNORECASE | re.DOTALL)
+# hook switched off in training, metric prefixes): log file only.
+LIBRARY_NOTICES = re.compile(r'.*(deprecat|is the alias of|avg_non_ignore|The draw is False|'
+                             r'The prefix is not set in metric)', re.IGNORECASE | re.DOTALL)
 
 
 class ConsoleFilter(logging.Filter):

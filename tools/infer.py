@@ -12,6 +12,7 @@ in a directory are skipped with a warning and counted.
 import argparse
 import os
 import sys
+import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -34,6 +35,8 @@ def main(argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config entries')
     args = parser.parse_args(argv)
+    # skipped files are warned about in one line each, without the source line
+    warnings.formatwarning = lambda message, category, *_, **__: f'infer: warning: {message}\n'
     with user_errors('infer'):
         if args.device.startswith('cuda'):
             import torch

@@ -46,9 +46,9 @@ def main(argv=None):
             if cfg.optim_wrapper.get('type', 'OptimWrapper') != 'AmpOptimWrapper':
                 cfg.optim_wrapper.type = 'AmpOptimWrapper'
                 cfg.optim_wrapper.loss_scale = 'dynamic'
+        has_last = os.path.isfile(os.path.join(cfg.work_dir, 'last_checkpoint'))  # what mmengine resumes from
         if args.resume == 'auto':
-            from mmengine.runner import find_latest_checkpoint
-            if find_latest_checkpoint(cfg.work_dir) is None:
+            if not has_last:
                 raise FileNotFoundError(f'--resume: nothing to resume in {cfg.work_dir} (no last_checkpoint '
                                         'there); drop --resume to train from scratch, or name a checkpoint: '
                                         '--resume PATH')
@@ -58,8 +58,7 @@ def main(argv=None):
                 raise FileNotFoundError(f'--resume {args.resume}: no such checkpoint file')
             cfg.resume, cfg.load_from = True, args.resume
         elif cfg.get('resume') is True and not cfg.get('load_from'):
-            from mmengine.runner import find_latest_checkpoint
-            if find_latest_checkpoint(cfg.work_dir) is None:  # mmengine would say "resumed from None"
+            if not has_last:  # mmengine would say "resumed from None" and train from scratch
                 print(f'DenseKit: the config sets resume=True, but {cfg.work_dir} holds no checkpoint: '
                       'training from scratch')
                 cfg.resume = False
