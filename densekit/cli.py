@@ -126,12 +126,16 @@ class QuietFlexibleRunner(_QuietConsole, FlexibleRunner):
 
 def build_runner(cfg, flexible: bool = False, verbose: bool = False) -> Runner:
     """mmengine's Runner (or FlexibleRunner) from ``cfg``, with a quiet console
-    (see :class:`ConsoleFilter`) unless ``verbose``, and the model's channel
+    (see :class:`ConsoleFilter`; evaluation's own prints go to the log file,
+    :class:`densekit.hooks.StdoutToLogHook`) unless ``verbose``, and the model's channel
     wiring checked (:func:`densekit.wiring.check_wiring`) before anything runs.
     Prints where the full log goes."""
     cls = QuietFlexibleRunner if flexible else QuietRunner
     cls.verbose = verbose
     runner = cls.from_cfg(cfg)
+    if not verbose:
+        from .hooks import StdoutToLogHook
+        runner.register_hook(StdoutToLogHook())
     check_wiring(runner.model)  # FlexibleRunner builds its model later: then nothing to check
     if runner.rank == 0:
         print(f'DenseKit: full log in {osp.join(runner.log_dir, runner.timestamp + ".log")}', flush=True)

@@ -276,3 +276,18 @@ def test_epoch_based_curves_share_the_iteration_axis(tmp_path):
     groups = read_scalars(path)
     assert groups['val']['coco/metric_3'] == [(100, pytest.approx(0.3))]  # epoch 2 = iteration 100
     assert plot_curves(groups, tmp_path / 'curves.png').is_file()
+
+
+def test_evaluation_prints_go_to_the_log_file(capsys):
+    from densekit.hooks import StdoutToLogHook
+    logged = []
+    runner = SimpleNamespace(logger=SimpleNamespace(info=logged.append))
+    hook = StdoutToLogHook()
+    hook.before_test_epoch(runner)
+    print('Loading and preparing results...')
+    print(' Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 0.600')
+    hook.after_test_epoch(runner, {})
+    print('after')
+    assert capsys.readouterr().out == 'after\n'  # pycocotools' chatter is off the console
+    assert logged == ['Loading and preparing results...',
+                      ' Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 0.600']
