@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import os
 import os.path as osp
@@ -126,17 +127,52 @@ class QuietFlexibleRunner(_QuietConsole, FlexibleRunner):
 
 def build_runner(cfg, flexible: bool = False, verbose: bool = False) -> Runner:
     """mmengine's Runner (or FlexibleRunner) from ``cfg``, with a quiet console
-    (see :class:`ConsoleFilter`; evaluation's own prints go to the log file,
-    :class:`densekit.hooks.StdoutToLogHook`) unless ``verbose``, and the model's channel
+    (see :class:`ConsoleFilter`) unless ``verbose``, and the model's channel
     wiring checked (:func:`densekit.wiring.check_wiring`) before anything runs.
     Prints where the full log goes."""
     cls = QuietFlexibleRunner if flexible else QuietRunner
     cls.verbose = verbose
     runner = cls.from_cfg(cfg)
-    if not verbose:
-        from .hooks import StdoutToLogHook
-        runner.register_hook(StdoutToLogHook())
     check_wiring(runner.model)  # FlexibleRunner builds its model later: then nothing to check
     if runner.rank == 0:
         print(f'DenseKit: full log in {osp.join(runner.log_dir, runner.timestamp + ".log")}', flush=True)
     return runner
+
+
+@contextmanager
+def stdout_to_log(runner, verbose: bool = False):
+    """Inside, what the libraries print on stdout (pycocotools' "loading
+    annotations into memory... Done", "creating index...", its 12-line
+    summary tables) goes to the log file, off the console. The progress and
+    metric lines still reach the console: mmengine's logger writes to the
+    stream it was built with, not to the redirected ``sys.stdout``."""
+    if verbose:
+        yield
+        return
+    saved, sys.stdout = sys.stdout, LoggerStream(runner.logger)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stdout = saved
+
+
+class LoggerStream(io.TextIOBase):
+    """A text stream that logs each complete line at INFO (off the console
+    under :class:`ConsoleFilter`, in the log file)."""
+
+    def __init__(self, logger) -> None:
+        self._logger, self._pending = logger, ''
+
+    def write(self, text: str) -> int:
+        lines = (self._pending + text).split('\n')
+        self._pending = lines.pop()
+        for line in lines:
+            if line.strip():
+                self._logger.info(line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending.strip():
+            self._logger.info(self._pending)
+        self._pending = ''

@@ -10,11 +10,9 @@ already NaN) and cannot skip a step (:class:`NonFiniteLossHook`).
 """
 from __future__ import annotations
 
-import io
 import os
 import os.path as osp
 import random
-import sys
 from typing import Literal
 
 import numpy as np
@@ -256,58 +254,3 @@ def caption(image: np.ndarray, labels: tuple[str, ...]) -> np.ndarray:
                     (0, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([strip, image], axis=0)
 
-
-@HOOKS.register_module()
-class StdoutToLogHook(Hook):
-    """What evaluation prints on stdout (pycocotools' "Loading and preparing
-    results... DONE", "creating index...", its 12-line summary tables) goes to
-    the log file instead of the console. The metrics still reach the console
-    on LoggerHook's line: mmengine's logger writes to the stream it was built
-    with, not to the redirected ``sys.stdout``."""
-
-    priority = 'VERY_HIGH'
-
-    def __init__(self) -> None:
-        self._saved = None
-
-    def _start(self, runner) -> None:
-        if self._saved is None:
-            self._saved, sys.stdout = sys.stdout, _LoggerStream(runner.logger)
-
-    def _stop(self, runner) -> None:
-        if self._saved is not None:
-            sys.stdout.flush()
-            sys.stdout, self._saved = self._saved, None
-
-    def before_val_epoch(self, runner) -> None:
-        self._start(runner)
-
-    def before_test_epoch(self, runner) -> None:
-        self._start(runner)
-
-    def after_val_epoch(self, runner, metrics=None) -> None:
-        self._stop(runner)
-
-    def after_test_epoch(self, runner, metrics=None) -> None:
-        self._stop(runner)
-
-
-class _LoggerStream(io.TextIOBase):
-    """A text stream that logs each complete line at INFO (kept off the console
-    by the tools' console filter, kept in the log file)."""
-
-    def __init__(self, logger) -> None:
-        self._logger, self._pending = logger, ''
-
-    def write(self, text: str) -> int:
-        lines = (self._pending + text).split('\n')
-        self._pending = lines.pop()
-        for line in lines:
-            if line.strip():
-                self._logger.info(line)
-        return len(text)
-
-    def flush(self) -> None:
-        if self._pending.strip():
-            self._logger.info(self._pending)
-        self._pending = ''

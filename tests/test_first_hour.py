@@ -278,16 +278,14 @@ def test_epoch_based_curves_share_the_iteration_axis(tmp_path):
     assert plot_curves(groups, tmp_path / 'curves.png').is_file()
 
 
-def test_evaluation_prints_go_to_the_log_file(capsys):
-    from densekit.hooks import StdoutToLogHook
+def test_library_prints_go_to_the_log_file(capsys):
+    from densekit.cli import stdout_to_log
     logged = []
     runner = SimpleNamespace(logger=SimpleNamespace(info=logged.append))
-    hook = StdoutToLogHook()
-    hook.before_test_epoch(runner)
-    print('Loading and preparing results...')
-    print(' Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 0.600')
-    hook.after_test_epoch(runner, {})
+    with stdout_to_log(runner):
+        print('loading annotations into memory...')
+        print(' Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 0.600')
     print('after')
     assert capsys.readouterr().out == 'after\n'  # pycocotools' chatter is off the console
-    assert logged == ['Loading and preparing results...',
+    assert logged == ['loading annotations into memory...',
                       ' Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 0.600']

@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import densekit  # noqa: E402,F401
 from densekit.checkpoint import load_file  # noqa: E402
-from densekit.cli import add_common_args, build_runner, parse, user_errors, work_dir_for  # noqa: E402
+from densekit.cli import add_common_args, build_runner, parse, stdout_to_log, user_errors, work_dir_for  # noqa: E402
 from densekit.config import enable_visualization, load_config, task_of  # noqa: E402
 
 
@@ -47,7 +47,9 @@ def main(argv=None):
         except RuntimeError as err:
             raise ValueError(f'{args.checkpoint} does not fit the model of {args.config}:\n{err}') from err
         # numpy scalars -> Python numbers, so they print plainly and dump as JSON
-        metrics = {k: v.item() if hasattr(v, 'item') else v for k, v in runner.test().items()}
+        with stdout_to_log(runner, args.verbose):
+            metrics = runner.test()
+        metrics = {k: v.item() if hasattr(v, 'item') else v for k, v in metrics.items()}
         print('\n'.join(f'{k}: {v:.2f}' if isinstance(v, float) else f'{k}: {v}' for k, v in metrics.items()))
         if out:
             os.makedirs(os.path.dirname(out) or '.', exist_ok=True)

@@ -15,7 +15,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import densekit  # noqa: E402,F401  (registries, weights-only resume)
-from densekit.cli import add_common_args, build_runner, parse, user_errors, work_dir_for  # noqa: E402
+from densekit.cli import add_common_args, build_runner, parse, stdout_to_log, user_errors, work_dir_for  # noqa: E402
 from densekit.config import check_pretrained, fit_log_interval, load_config, task_of  # noqa: E402
 from densekit.distributed import prepare_cpu_distributed  # noqa: E402
 
@@ -75,7 +75,8 @@ def main(argv=None):
             runner = build_runner(cfg, flexible=True, verbose=args.verbose)
         else:
             runner = build_runner(cfg, verbose=args.verbose)
-        runner.train()
+        with stdout_to_log(runner, args.verbose):
+            runner.train()
 
 
 if __name__ == '__main__':
