@@ -56,11 +56,59 @@ def count_complexity(model: nn.Module, input_shape: Sequence[int]) -> Complexity
     """
     model = model.eval()
     inputs = torch.zeros(*input_shape)
-    analyzer = FlopAnalyzer(model, (inputs,)).set_op_handle('aten::scaled_dot_product_attention', sdpa_flop_jit)
+    traced = _WithImageMeta(model, input_shape) if _is_detector(model) else model
+    analyzer = FlopAnalyzer(traced, (inputs,)).set_op_handle('aten::scaled_dot_product_attention', sdpa_flop_jit)
     analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings('none')
     with torch.no_grad():
         flops = dict(analyzer.by_module())
+    if traced is not model:  # names relative to the detector, as parameter_count gives them
+        flops = {('' if k in ('', 'model') else k[len('model.'):]): v for k, v in flops.items()
+                 if k in ('', 'model') or k.startswith('model.')}
     return Complexity(dict(parameter_count(model)), flops, tuple(input_shape))
+
+
+def _is_detector(model: nn.Module) -> bool:
+    try:
+        from mmdet.models.detectors import BaseDetector
+    except ImportError:
+        return False
+    return isinstance(model, BaseDetector)
+
+
+class _WithImageMeta(nn.Module):
+    """Calls an mmdet detector's ``mode='tensor'`` forward with data samples
+    carrying the image size: two-stage detectors (Mask R-CNN) need them for
+    their proposals (without: ``TypeError: 'NoneType' object is not iterable``).
+    The RoI head's FLOPs are for the proposals the RPN gives on the zero image
+    (at most its ``test_cfg.rpn.max_per_img``)."""
+
+    def __init__(self, model: nn.Module, input_shape: Sequence[int]):
+        super().__init__()
+        from mmdet.structures import DetDataSample
+        size = tuple(input_shape[-2:])
+        self.model = model
+        self.samples = [DetDataSample(metainfo=dict(img_shape=size, ori_shape=size, pad_shape=size,
+                                                    batch_input_shape=size, scale_factor=(1., 1.)))
+                        for _ in range(input_shape[0])]
+
+    def forward(self, inputs: torch.Tensor):
+        return self.model(inputs, self.samples, mode='tensor')
+
+
+def default_input_shape(cfg) -> tuple[int, int]:
+    """(H, W) to count a config's model at: a detector's test scale (the test
+    pipeline's ``Resize`` scale, padded as its data preprocessor pads, e.g.
+    1333x800 -> 800x1344), else ``crop_size``, else 224x224."""
+    dataloader = cfg.get('test_dataloader') or {}
+    pipeline = (dataloader.get('dataset') or {}).get('pipeline') or []
+    resize = next((t for t in pipeline if isinstance(t, dict) and t.get('type', '').split('.')[-1] == 'Resize'
+                   and t.get('scale')), None)
+    if cfg.get('default_scope') == 'mmdet' and resize is not None:
+        scale = resize['scale']
+        width, height = (scale, scale) if isinstance(scale, int) else scale[:2]
+        divisor = (cfg.model.get('data_preprocessor') or {}).get('pad_size_divisor', 1)
+        return (-(-height // divisor) * divisor, -(-width // divisor) * divisor)
+    return tuple(cfg.get('crop_size') or (224, 224))
 
 
 def build_model_from_config(cfg) -> nn.Module:
@@ -98,9 +146,11 @@ def find_scalars(work_dir: str | Path) -> Path:
 
 def read_scalars(path: str | Path) -> dict[str, dict[str, list[tuple[int, float]]]]:
     """Group a scalars.json into ``{'loss': {...}, 'lr': {...}, 'val': {...}}``,
-    each ``{key: [(step, value), ...]}``. Training lines carry ``lr``;
-    validation lines do not."""
+    each ``{key: [(iteration, value), ...]}``. Training lines carry ``lr``;
+    validation lines do not. In epoch-based runs mmengine steps validation
+    lines by epoch; they are placed at the epoch's last iteration."""
     groups: dict[str, dict[str, list]] = {'loss': {}, 'lr': {}, 'val': {}}
+    per_epoch = 0  # iterations per epoch, seen in epoch-based training lines
     with open(path) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -111,13 +161,26 @@ def read_scalars(path: str | Path) -> dict[str, dict[str, list[tuple[int, float]
                 raise ValueError(f'{path}:{lineno}: not a JSON line ({err.msg})') from err
             step = record.get('step', record.get('iter'))
             training = 'lr' in record
+            if training and isinstance(record.get('epoch'), int) and record['epoch'] > 0:
+                per_epoch = max(per_epoch, -(-int(record.get('iter', step)) // record['epoch']))
             for key, value in record.items():
                 if key in _BOOKKEEPING or not isinstance(value, (int, float)):
                     continue
                 group = 'val' if not training else 'lr' if key == 'lr' else 'loss' if 'loss' in key else None
                 if group:
                     groups[group].setdefault(key, []).append((step, float(value)))
+    if per_epoch:  # epoch-based: validation lines count epochs; put them on the iteration axis
+        groups['val'] = {key: [(epoch * per_epoch, value) for epoch, value in points]
+                         for key, points in groups['val'].items()}
     return groups
+
+
+def _common_prefix(keys: list[str]) -> str:
+    """The shared ``group/`` prefix of several keys (``coco/``), or ''."""
+    if len(keys) < 2:
+        return ''
+    prefix = keys[0].rsplit('/', 1)[0] + '/' if '/' in keys[0] else ''
+    return prefix if prefix and all(k.startswith(prefix) for k in keys) else ''
 
 
 def plot_curves(scalars: dict[str, dict[str, list[tuple[int, float]]]], out: str | Path,
@@ -131,14 +194,20 @@ def plot_curves(scalars: dict[str, dict[str, list[tuple[int, float]]]], out: str
                                                   ('validation', scalars['val'])) if curves]
     if not panels:
         raise ValueError('no loss, learning-rate or validation values to plot')
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    most = max(len(curves) for _, curves in panels)
+    legend_rows = -(-most // 3) if most > 6 else 0  # long legends (COCO's metrics) go below the panel
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8 + 0.22 * legend_rows), squeeze=False)
     for ax, (name, curves) in zip(axes[0], panels):
+        prefix = _common_prefix(list(curves))
         for key, points in curves.items():
             steps, values = zip(*points)
-            ax.plot(steps, values, marker='o' if len(points) < 20 else None, label=key)
-        ax.set_title(name)
+            ax.plot(steps, values, marker='o' if len(points) < 20 else None, label=key[len(prefix):])
+        ax.set_title(f'{name} ({prefix.rstrip("/_")})' if prefix else name)
         ax.set_xlabel('iteration')
-        ax.legend(fontsize='small')
+        if len(curves) > 6:
+            ax.legend(fontsize='x-small', ncol=3, loc='upper center', bbox_to_anchor=(0.5, -0.16))
+        else:
+            ax.legend(fontsize='small')
         ax.grid(alpha=.3)
     if title:
         fig.suptitle(title)

@@ -2,19 +2,32 @@
 from __future__ import annotations
 
 import argparse
+import io
+import logging
 import os
+import os.path as osp
 import pickle
+import re
 import sys
 from contextlib import contextmanager
 
 from mmengine.config import DictAction
+from mmengine.runner import FlexibleRunner, Runner
 
 from .datasets import DatasetError
+from .wiring import check_wiring
 
 # Errors whose message already says what is wrong and where: the tools print
 # them on one line instead of a traceback (DENSEKIT_DEBUG=1 shows it anyway).
+# FloatingPointError: NonFiniteLossHook's stop, which names the iteration and terms.
 USER_ERRORS = (FileNotFoundError, FileExistsError, KeyError, ValueError, TypeError,
-               DatasetError, pickle.UnpicklingError)
+               DatasetError, pickle.UnpicklingError, FloatingPointError)
+
+# The INFO lines the console keeps: mmengine LoggerHook's progress and metric
+# lines, and checkpoint saves/loads. The rest (environment, config, hook
+# tables, paramwise_options, per-class tables) goes to the log file only.
+CONSOLE_INFO = re.compile(r'(Epoch|Iter)\((train|val|test)\)|Saving checkpoint|Load(ed)? checkpoint|'
+                          r'(Auto )?[Rr]esumed? |NonFiniteLossHook|DenseKit')
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -26,6 +39,9 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
                         'unknown keys are refused with a suggestion')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none',
                         help='job launcher for distributed runs (tools/dist_train.sh uses pytorch)')
+    parser.add_argument('--verbose', action='store_true',
+                        help='also print the environment, config and hook dumps on the console '
+                        '(they always go to the log file in the work dir)')
     # torch.distributed.launch passes --local-rank; torchrun sets LOCAL_RANK
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
 
@@ -52,3 +68,111 @@ def user_errors(tool: str):
         print(f'{tool}: error: {type(err).__name__}: {msg}', file=sys.stderr)
         print(f'{tool}: (set DENSEKIT_DEBUG=1 for the traceback)', file=sys.stderr)
         sys.exit(1)
+
+
+# Warnings about the libraries' own internals that a user cannot act on
+# (mmengine's FileClient deprecation, mmseg's loss defaults, its visualization
+# hook switched off in training, metric prefixes): log file only.
+LIBRARY_NOTICES = re.compile(r'.*(deprecat|is the alias of|avg_non_ignore|The draw is False|'
+                             r'The prefix is not set in metric)', re.IGNORECASE | re.DOTALL)
+
+
+class ConsoleFilter(logging.Filter):
+    """Keeps errors, warnings (less :data:`LIBRARY_NOTICES`) and the
+    :data:`CONSOLE_INFO` lines on the console."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.levelno >= logging.WARNING:
+            return record.levelno >= logging.ERROR or not LIBRARY_NOTICES.match(message)
+        return bool(CONSOLE_INFO.match(message))
+
+
+def route_warnings(logger: logging.Logger) -> None:
+    """Python warnings (``warnings.warn``) go through ``logger`` as WARNING
+    records, so the console filter and the log file apply to them too."""
+    import warnings
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        logger.warning(f'{category.__name__}: {message} ({filename}:{lineno})')
+
+    warnings.showwarning = showwarning
+
+
+class _QuietConsole:
+    """A Runner whose console handler passes :class:`ConsoleFilter` only; the
+    log file (``<work_dir>/<timestamp>/<timestamp>.log``) keeps everything."""
+
+    verbose = False
+
+    def build_logger(self, log_level='INFO', log_file=None, **kwargs):
+        logger = super().build_logger(log_level, log_file, **kwargs)
+        if not self.verbose:
+            route_warnings(logger)  # before the model is built: the toolboxes warn while building
+            for handler in logger.handlers:
+                # the console handler is a plain StreamHandler (FileHandler subclasses it)
+                if type(handler) is logging.StreamHandler and not any(
+                        isinstance(f, ConsoleFilter) for f in handler.filters):
+                    handler.addFilter(ConsoleFilter())
+        return logger
+
+
+class QuietRunner(_QuietConsole, Runner):
+    pass
+
+
+class QuietFlexibleRunner(_QuietConsole, FlexibleRunner):
+    pass
+
+
+def build_runner(cfg, flexible: bool = False, verbose: bool = False) -> Runner:
+    """mmengine's Runner (or FlexibleRunner) from ``cfg``, with a quiet console
+    (see :class:`ConsoleFilter`) unless ``verbose``, and the model's channel
+    wiring checked (:func:`densekit.wiring.check_wiring`) before anything runs.
+    Prints where the full log goes."""
+    cls = QuietFlexibleRunner if flexible else QuietRunner
+    cls.verbose = verbose
+    runner = cls.from_cfg(cfg)
+    check_wiring(runner.model)  # FlexibleRunner builds its model later: then nothing to check
+    if runner.rank == 0:
+        print(f'DenseKit: full log in {osp.join(runner.log_dir, runner.timestamp + ".log")}', flush=True)
+    return runner
+
+
+@contextmanager
+def stdout_to_log(runner, verbose: bool = False):
+    """Inside, what the libraries print on stdout (pycocotools' "loading
+    annotations into memory... Done", "creating index...", its 12-line
+    summary tables) goes to the log file, off the console. The progress and
+    metric lines still reach the console: mmengine's logger writes to the
+    stream it was built with, not to the redirected ``sys.stdout``."""
+    if verbose:
+        yield
+        return
+    saved, sys.stdout = sys.stdout, LoggerStream(runner.logger)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stdout = saved
+
+
+class LoggerStream(io.TextIOBase):
+    """A text stream that logs each complete line at INFO (off the console
+    under :class:`ConsoleFilter`, in the log file)."""
+
+    def __init__(self, logger) -> None:
+        self._logger, self._pending = logger, ''
+
+    def write(self, text: str) -> int:
+        lines = (self._pending + text).split('\n')
+        self._pending = lines.pop()
+        for line in lines:
+            if line.strip():
+                self._logger.info(line)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending.strip():
+            self._logger.info(self._pending)
+        self._pending = ''

@@ -27,7 +27,14 @@ IMAGENET_HELP = (
 class ImageNet(NamedSampleErrorsMixin, MMPretrainImageNet):
     """mmpretrain's ``ImageNet`` (same arguments) with up-front checks: the
     image folder and annotation file must exist and the split must not be
-    empty; a sample that cannot be loaded is reported with its file."""
+    empty; a sample that cannot be loaded is reported with its file.
+
+    Class names: mmpretrain's ``ImageNet`` calls any data's classes by
+    ImageNet-1k's names ("tench", ...). Unless ``classes`` (or
+    ``metainfo['classes']``) is given, ``{data_root}/meta/classes.txt`` (one
+    name per line, in label order) names them when present, so a model
+    trained on other data in this layout predicts that data's names.
+    """
 
     def __init__(self, data_root: str = '', split: str = '', data_prefix: str | dict = '',
                  ann_file: str = '', **kwargs):
@@ -39,6 +46,10 @@ class ImageNet(NamedSampleErrorsMixin, MMPretrainImageNet):
         if ann_file and not osp.isfile(osp.join(data_root, ann_file)):
             raise FileNotFoundError(f'ImageNet: annotation file not found: {osp.join(data_root, ann_file)}. '
                                     + IMAGENET_HELP.format(root=data_root or '.'))
+        classes_file = osp.join(data_root, 'meta', 'classes.txt')
+        if (kwargs.get('classes') is None and 'classes' not in (kwargs.get('metainfo') or {})
+                and osp.isfile(classes_file)):
+            kwargs['classes'] = classes_file
         try:
             super().__init__(data_root=data_root, split=split, data_prefix=data_prefix,
                              ann_file=ann_file, **kwargs)

@@ -3,10 +3,18 @@ actually make turned into errors that name the key at fault."""
 from __future__ import annotations
 
 import difflib
+import glob
+import importlib
+import inspect
+import os
 import os.path as osp
+import sys
 from typing import Any
 
 from mmengine.config import Config, ConfigDict
+from mmengine.logging import print_log
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 EVALUATORS = ('val_evaluator', 'test_evaluator')
@@ -53,6 +61,42 @@ def check_options(cfg: Config, options: dict) -> None:
             close = difflib.get_close_matches(last, list(parent), n=3, cutoff=0.75)
             if close:
                 raise ConfigKeyError(_unknown(key, last, where, list(parent), close))
+        elif isinstance(parent, dict):
+            _check_type(key, parent[last], options[key])
+
+
+def _check_type(key: str, old: Any, new: Any) -> None:
+    """A number or flag in the config must stay one (``max_iters=abc`` would
+    fail hundreds of log lines later, inside the training loop)."""
+    if new is None or old is None:
+        return
+    if isinstance(old, bool):
+        ok, what = isinstance(new, bool), 'True or False'
+    elif isinstance(old, int):
+        ok, what = isinstance(new, int) and not isinstance(new, bool), 'an integer'
+    elif isinstance(old, float):
+        ok, what = isinstance(new, (int, float)) and not isinstance(new, bool), 'a number'
+    else:
+        return
+    if not ok:
+        raise ConfigKeyError(f'--cfg-options {key}={new}: expected {what} (the config has {old!r}), '
+                             f'got {type(new).__name__} {new!r}')
+
+
+def _open_none_parents(root: dict, options: dict) -> None:
+    """Let ``--cfg-options a.b.c=v`` set a key below ``a.b = None`` (mmengine
+    would ask for ``_delete_=True``, which a command line cannot write): the
+    None becomes a dict, ``dict(type='Pretrained')`` for an ``init_cfg``, so
+    ``model.backbone.init_cfg.checkpoint=PATH`` works on every config."""
+    for key in options:
+        node = root
+        parts = key.split('.')
+        for i, part in enumerate(parts[:-1]):
+            if not isinstance(node, dict):
+                break
+            if node.get(part) is None and (part in node or (part == 'init_cfg' and i == len(parts) - 2)):
+                node[part] = ConfigDict(type='Pretrained') if part == 'init_cfg' else ConfigDict()
+            node = node.get(part)
 
 
 def _unknown(key: str, part: str, where: str, choices: list, close: list | None = None) -> str:
@@ -69,9 +113,10 @@ def load_config(path: str, options: dict | None = None) -> Config:
     used it (mmengine resolves such variables when the file is read).
     """
     if not osp.isfile(path):
-        raise FileNotFoundError(f'config file not found: {path}')
+        raise FileNotFoundError(f'config file not found: {path}{_closest_configs(path)}')
     cfg = Config.fromfile(path)
     if options:
+        _open_none_parents(cfg._cfg_dict, options)
         check_options(cfg, options)
         old_root = cfg.get('data_root')
         cfg.merge_from_dict(options)
@@ -87,7 +132,138 @@ def load_config(path: str, options: dict | None = None) -> Config:
                     ann_file = evaluator.get('ann_file') if isinstance(evaluator, dict) else None
                     if isinstance(ann_file, str) and ann_file.startswith(old_root):
                         evaluator['ann_file'] = osp.join(new_root, ann_file[len(old_root):].lstrip('/'))
+    check_scopes(cfg)
     return cfg
+
+
+def _closest_configs(path: str) -> str:
+    """' Did you mean ...?' with the closest config files, or ''."""
+    folders = {osp.dirname(path) or '.', osp.join(REPO, 'configs'), osp.join(REPO, 'configs', 'demo')}
+    candidates = {}
+    for folder in folders:
+        for file in glob.glob(osp.join(folder, '*.py')):
+            rel = osp.relpath(file)
+            candidates.setdefault(rel if not rel.startswith('..') else file, None)
+    close = difflib.get_close_matches(osp.normpath(path), list(candidates), n=3, cutoff=0.6)
+    if not close:  # compare names alone: a right name in a wrong folder
+        by_name = {osp.basename(c): c for c in candidates}
+        close = [by_name[n] for n in difflib.get_close_matches(osp.basename(path), list(by_name), n=3, cutoff=0.6)]
+    return f'. Did you mean {" or ".join(close)}?' if close else '. The configs are in configs/ (ls configs)'
+
+
+# the toolbox registry each default_scope builds models from
+TOOLBOX_REGISTRIES = {'mmseg': 'mmseg.registry', 'mmdet': 'mmdet.registry', 'mmpretrain': 'mmpretrain.registry'}
+
+
+def check_scopes(cfg: Config) -> None:
+    """A model ``type`` without a scope that both the toolbox and DenseKit
+    register (``SwinTransformer``) builds the toolbox's class. With arguments
+    only DenseKit's class takes, that is an error suggesting ``densekit.``;
+    otherwise a warning saying which class is built.
+
+    Raises:
+        ValueError: naming the config key, the class built and the fix.
+    """
+    module = TOOLBOX_REGISTRIES.get(cfg.get('default_scope'))
+    if module is None or not isinstance(cfg.get('model'), dict):
+        return
+    from .registry import MODELS
+    toolbox = importlib.import_module(module).MODELS
+    MODELS.import_from_location()
+    for where, node in _typed_dicts(cfg.model, 'model'):
+        name = node['type']
+        ours = MODELS.module_dict.get(name)
+        if ours is None:
+            continue
+        theirs = toolbox.get(name)
+        if theirs is None or theirs is ours:
+            continue
+        only_ours = sorted(set(node) - {'type', '_delete_', '_scope_'} - _arguments(theirs)) \
+            if _arguments(theirs) is not None else []
+        built = f"{where}.type='{name}' builds {cfg.default_scope}'s {name} ({theirs.__module__})"
+        if only_ours and set(only_ours) <= (_arguments(ours) or set(only_ours)):
+            raise ValueError(f"{built}, which takes no {', '.join(only_ours)}: those are DenseKit's "
+                             f"arguments; write type='densekit.{name}'")
+        print_log(f"{built}, not DenseKit's: write type='densekit.{name}' for DenseKit's, "
+                  f"or type='{cfg.default_scope}.{name}' to keep this one and silence this warning",
+                  logger='current', level=30)
+
+
+def _arguments(cls) -> set | None:
+    """Keyword arguments ``cls`` accepts; None when it takes ``**kwargs``."""
+    params = inspect.signature(cls.__init__).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params} - {'self'}
+
+
+def _typed_dicts(node: Any, where: str):
+    """(key path, dict) for every dict with a scope-less string ``type`` below ``node``."""
+    if isinstance(node, dict):
+        if isinstance(node.get('type'), str) and '.' not in node['type']:
+            yield where, node
+        for key, value in node.items():
+            yield from _typed_dicts(value, f'{where}.{key}')
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from _typed_dicts(value, f'{where}.{i}')
+
+
+# Releases of the pretrained files the configs name (the README's "Pretrained weights")
+RELEASES = {
+    'swin_tiny_patch4_window7_224.pth':
+        'https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_tiny_patch4_window7_224.pth',
+    'swin_small_patch4_window7_224.pth':
+        'https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_small_patch4_window7_224.pth',
+    'swin_base_patch4_window7_224.pth':
+        'https://github.com/SwinTransformer/storage/releases/download/v1.0.0/swin_base_patch4_window7_224.pth',
+    'mae_pretrain_vit_base.pth': 'https://dl.fbaipublicfiles.com/mae/pretrain/mae_pretrain_vit_base.pth',
+    'LeViT-128S-96703c44.pth': 'https://dl.fbaipublicfiles.com/LeViT/LeViT-128S-96703c44.pth',
+    'LeViT-256-13b5763e.pth': 'https://dl.fbaipublicfiles.com/LeViT/LeViT-256-13b5763e.pth',
+    'convmixer_1536_20_ks9_p7.pth.tar':
+        'https://github.com/tmp-iclr/convmixer/releases/download/timm-v1.0/convmixer_1536_20_ks9_p7.pth.tar',
+}
+
+
+def check_pretrained(cfg: Config) -> None:
+    """The backbone's pretrained file must exist before training starts.
+
+    Raises:
+        FileNotFoundError: naming the key, where to get the file and how to
+            convert it, or how to train without it.
+    """
+    backbone = cfg.get('model', {}).get('backbone') if isinstance(cfg.get('model'), dict) else None
+    init_cfg = backbone.get('init_cfg') if isinstance(backbone, dict) else None
+    path = init_cfg.get('checkpoint') if isinstance(init_cfg, dict) else None
+    if not isinstance(path, str) or '://' in path or osp.isfile(path):
+        return
+    name = osp.basename(path)
+    url = RELEASES.get(name)
+    get = f'download {url} and ' if url else f'get the release {name} (see the README, "Pretrained weights") and '
+    arch = f' --arch {backbone["arch"]}' if isinstance(backbone.get('arch'), str) else ''
+    kind = backbone.get('type', '?').split('.')[-1]
+    raise FileNotFoundError(
+        f'model.backbone.init_cfg.checkpoint: {path} not found. To start from the release: {get}convert '
+        f'it once, python tools/convert_checkpoint.py {kind} {name} {path}{arch} (it also loads '
+        f'unconverted); elsewhere: --cfg-options model.backbone.init_cfg.checkpoint=PATH; from '
+        f'scratch: --cfg-options model.backbone.init_cfg=None')
+
+
+def fit_log_interval(cfg: Config) -> str | None:
+    """An iteration-based run shorter than the logger's interval would log no
+    loss at all (mmengine logs every ``interval`` iterations): log a quarter
+    as often as it trains instead. Returns a one-line note when it changed."""
+    loop = cfg.get('train_cfg') or {}
+    logger = (cfg.get('default_hooks') or {}).get('logger')
+    max_iters = loop.get('max_iters')
+    if not isinstance(max_iters, int) or not isinstance(logger, dict):
+        return None
+    interval = logger.get('interval', 10)
+    if max_iters >= interval:
+        return None
+    logger['interval'] = max(1, max_iters // 4)
+    return (f'logging every {logger["interval"]} iterations: default_hooks.logger.interval={interval} '
+            f'is longer than this {max_iters}-iteration run')
 
 
 def _as_list(value) -> list:
@@ -105,20 +281,32 @@ def task_of(cfg: Config) -> str:
 
 
 def enable_visualization(cfg: Config, show_dir: str | None, show: bool = False,
-                         wait_time: float = 2.) -> None:
-    """Turn on each toolbox's visualization hook for ``tools/test.py``."""
-    hook = cfg.default_hooks.get('visualization') if cfg.get('default_hooks') else None
-    if hook is None:
-        raise KeyError('--show/--show-dir need default_hooks.visualization in the config')
-    task = task_of(cfg)
-    if task == 'classification':
-        hook.update(enable=True, out_dir=show_dir, show=show, wait_time=wait_time)
-        return
-    hook.update(draw=True, interval=1, show=show, wait_time=wait_time)
-    if show_dir and task == 'detection':
-        hook['test_out_dir'] = show_dir
-    elif show_dir:
-        cfg.visualizer['save_dir'] = show_dir
+                         wait_time: float = 2.) -> str | None:
+    """Draw every test image with ground truth and prediction for
+    ``tools/test.py`` (:class:`densekit.hooks.DrawPredictionsHook`), the same
+    way for the three tasks: to ``show_dir/<image name>.png`` (a relative
+    ``show_dir`` is under ``cfg.work_dir``) and/or in a window. ``show``
+    without a display is dropped with a warning (it would wait ``wait_time``
+    per image, showing nothing). Returns the folder written to, or None."""
+    if show and not has_display():
+        print_log('--show: there is no display here (DISPLAY is not set), so nothing is shown; '
+                  '--show-dir DIR writes the pictures instead', logger='current', level=30)
+        show = False
+    if show_dir and not osp.isabs(show_dir):
+        show_dir = osp.join(cfg.work_dir, show_dir)
+    if not (show or show_dir):
+        return None
+    hook = cfg.get('default_hooks', {}).get('visualization') if cfg.get('default_hooks') else None
+    if hook is not None:  # the toolbox's own hook would draw again, elsewhere
+        hook.update(enable=False) if task_of(cfg) == 'classification' else hook.update(draw=False)
+    cfg.custom_hooks = [h for h in cfg.get('custom_hooks', []) if h.get('type') != 'densekit.DrawPredictionsHook']
+    cfg.custom_hooks.append(dict(type='densekit.DrawPredictionsHook', out_dir=show_dir, show=show,
+                                 wait_time=wait_time))
+    return show_dir
+
+
+def has_display() -> bool:
+    return sys.platform in ('win32', 'darwin') or bool(os.environ.get('DISPLAY') or os.environ.get('WAYLAND_DISPLAY'))
 
 
 def as_dict(cfg: ConfigDict | dict) -> dict:

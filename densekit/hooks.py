@@ -1,4 +1,5 @@
-"""Training hooks for reliability: exact resume and non-finite losses.
+"""Hooks: exact resume and non-finite losses (reliability), and the test
+images drawn with ground truth and prediction (``tools/test.py --show-dir``).
 
 mmengine restores weights, optimizer, schedulers, the iteration counter and
 the data order on ``--resume``, but re-seeds the random generators instead of
@@ -9,6 +10,8 @@ already NaN) and cannot skip a step (:class:`NonFiniteLossHook`).
 """
 from __future__ import annotations
 
+import os
+import os.path as osp
 import random
 from typing import Literal
 
@@ -157,3 +160,97 @@ class NonFiniteLossHook(Hook):
                 f'{runner.work_dir} is the last good state. Use '
                 "NonFiniteLossHook(action='skip') to skip such steps instead.")
         return what
+
+
+@HOOKS.register_module()
+class DrawPredictionsHook(Hook):
+    """Draws every test image with its ground truth and prediction, through
+    the config's own visualizer (mmseg's ``SegLocalVisualizer``, mmdet's
+    ``DetLocalVisualizer``, mmpretrain's ``UniversalVisualizer``), to
+    ``out_dir/<image name>.png``, and/or shows it in a window.
+
+    One rule for the three tasks, where the toolboxes' hooks each write
+    elsewhere (vis backends, a timestamped folder) and mmpretrain's draws one
+    image in 5000. Side-by-side pictures (segmentation, detection) get a caption
+    strip: "ground truth" over the left half, "prediction" over the right;
+    mmpretrain writes both labels as text on the image.
+
+    Args:
+        out_dir: folder for the PNGs (created); None to only show.
+        show: show each picture in a window (needs a display).
+        wait_time: seconds each shown picture stays.
+        score_thr: lowest detection score drawn.
+    """
+
+    priority = 'NORMAL'
+
+    def __init__(self, out_dir: str | None = None, show: bool = False, wait_time: float = 0.,
+                 score_thr: float = 0.3) -> None:
+        self.out_dir, self.show, self.wait_time, self.score_thr = out_dir, show, wait_time, score_thr
+        self._names: set[str] = set()
+
+    def before_test(self, runner) -> None:
+        self._names = set()
+        if self.out_dir:
+            os.makedirs(self.out_dir, exist_ok=True)
+
+    def after_test_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        from .inference import png_name
+        for sample in outputs or []:
+            path = sample.metainfo.get('img_path')
+            if path is None:
+                continue
+            name = png_name(path, self._names)
+            drawn = self._draw(runner.visualizer, sample, _read_rgb(path), name)
+            if self.out_dir:
+                import mmcv
+                mmcv.imwrite(drawn[..., ::-1], osp.join(self.out_dir, name))
+            if self.show:
+                runner.visualizer.show(drawn, win_name=name, wait_time=self.wait_time)
+
+    def after_test(self, runner) -> None:
+        if self.out_dir:
+            print_log(f'DenseKit: drew {len(self._names)} test images (ground truth | prediction) '
+                      f'to {self.out_dir}/', logger='current')
+
+    def _draw(self, visualizer, sample, image: np.ndarray, name: str) -> np.ndarray:
+        import tempfile
+
+        import mmcv
+        # the toolboxes draw into out_file (without one, into their vis backends' folders)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = osp.join(tmp, 'drawn.png')
+            side_by_side = not hasattr(visualizer, 'visualize_cls')
+            if not side_by_side:  # mmpretrain: both labels written on the image
+                small = min(image.shape[:2]) < 224  # its text is sized for ImageNet-sized images
+                visualizer.visualize_cls(image, sample, draw_gt=True, draw_pred=True,
+                                         resize=224 if small else None, out_file=out)
+            else:
+                kwargs = {'pred_score_thr': self.score_thr} if 'pred_instances' in sample else {}
+                visualizer.add_datasample(name, image, sample, draw_gt=True, draw_pred=True, show=False,
+                                          out_file=out, **kwargs)
+            drawn = mmcv.imread(out, channel_order='rgb')
+        if side_by_side and drawn.shape[1] == 2 * image.shape[1]:  # both drawn: ground truth | prediction
+            drawn = caption(drawn, ('ground truth', 'prediction'))
+        return drawn
+
+
+def _read_rgb(path: str) -> np.ndarray:
+    import mmcv
+    from mmengine.fileio import get
+    return mmcv.imfrombytes(get(path), channel_order='rgb')
+
+
+def caption(image: np.ndarray, labels: tuple[str, ...]) -> np.ndarray:
+    """``image`` (H, W, 3) made of ``len(labels)`` equal panels side by side,
+    with a white strip above naming each panel: (H + h, W, 3)."""
+    import cv2
+    width = image.shape[1] // len(labels)
+    scale = max(0.35, min(1.0, width / 400))
+    height = int(24 * scale) + 6
+    strip = np.full((height, image.shape[1], 3), 255, dtype=image.dtype)
+    for i, label in enumerate(labels):
+        cv2.putText(strip, label, (i * width + 4, height - 6), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+    return np.concatenate([strip, image], axis=0)
+

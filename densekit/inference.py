@@ -30,6 +30,7 @@ from torch import nn
 from .checkpoint import extract_state_dict, load_file
 from .config import load_config, task_of
 from .whole_model import describe_variant, release_state_dict, to_model_layout
+from .wiring import check_wiring
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
@@ -110,6 +111,7 @@ def _init_model(cfg: Config, task: str, checkpoint: str | None, device: str) -> 
     else:
         from mmpretrain.apis import ImageClassificationInferencer, get_model
         model = get_model(cfg, pretrained=checkpoint or False, device=device)
+    check_wiring(model)
     if state is not None:
         # the toolboxes loaded it through densekit.whole_model (their zoos' and
         # release layouts); check what that made of it
@@ -145,12 +147,20 @@ def _check_fits(model: nn.Module, state: dict, checkpoint: str, config: str) -> 
                          + ':\n  ' + '\n  '.join(problems))
 
 
-def expand_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
-    """Image files from paths and directories (directories: their images, sorted)."""
+def expand_images(paths: Iterable[str | os.PathLike], skipped: list | None = None) -> list[Path]:
+    """Image files from paths and directories (directories: their images, sorted).
+
+    Other files inside a directory are left out and, with ``skipped``, listed
+    there as ``(path, reason)``; a path that does not exist is an error.
+    """
     images = []
     for path in map(Path, paths):
         if path.is_dir():
-            images += sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            for p in sorted(path.iterdir()):
+                if p.suffix.lower() in IMAGE_SUFFIXES:
+                    images.append(p)
+                elif p.is_file() and skipped is not None:
+                    skipped.append((p, f'not an image ({", ".join(IMAGE_SUFFIXES)})'))
         elif path.is_file():
             images.append(path)
         else:
@@ -160,32 +170,67 @@ def expand_images(paths: Iterable[str | os.PathLike]) -> list[Path]:
     return images
 
 
+def png_name(path: str | os.PathLike, taken: set[str]) -> str:
+    """A PNG name for ``path`` that is not in ``taken`` (added to it):
+    ``<stem>.png``, else ``<stem>_<ext>.png`` (``a.jpg`` and ``a.png``), else
+    ``<folder>_<stem>_<ext>.png``, else numbered."""
+    p = Path(path)
+    ext = p.suffix.lstrip('.')
+    for name in (f'{p.stem}.png', f'{p.stem}_{ext}.png', f'{p.parent.name}_{p.stem}_{ext}.png'):
+        if name not in taken:
+            break
+    else:
+        i = 2
+        while f'{p.stem}_{i}.png' in taken:
+            i += 1
+        name = f'{p.stem}_{i}.png'
+    taken.add(name)
+    return name
+
+
 def inference(config: str | Config, checkpoint: str | None, images: Sequence[str | os.PathLike],
               device: str = 'cpu', out_dir: str | os.PathLike | None = None, topk: int = 5,
               score_thr: float = 0.3, opacity: float = 0.5, progress: bool = True,
-              cfg_options: dict | None = None) -> list[Any]:
+              cfg_options: dict | None = None, skipped: list | None = None) -> list[Any]:
     """Predict every image (files or directories); see :meth:`Predictor.predict`.
 
     With ``out_dir``: segmentation and detection write ``<image stem>.png``
-    (overlay, or boxes/masks with score >= ``score_thr``); classification
-    writes ``topk.json``: ``[{'image': path, 'topk': [{'label', 'class', 'score'}]}]``.
+    (``<stem>_<ext>.png`` when two inputs share a stem; see :func:`png_name`)
+    with the overlay, or boxes/masks with score >= ``score_thr``;
+    classification writes ``topk.json``:
+    ``[{'image': path, 'topk': [{'label', 'class', 'score'}]}]``.
+
+    A file that cannot be read as an image, and a non-image file inside a
+    given directory, is skipped with a warning; with ``skipped``, each is
+    appended there as ``(path, reason)``.
     """
+    import warnings
     predictor = init_model(config, checkpoint, device, cfg_options)
-    paths = expand_images(images)
+    skipped = [] if skipped is None else skipped
+    paths = expand_images(images, skipped)
+    for path, reason in skipped:
+        warnings.warn(f'{path}: skipped, {reason}', stacklevel=2)
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
     import mmcv
-    results = []
+    results, names = [], set()
     for path in _progress(paths, progress):
-        image = mmcv.imread(str(path))  # BGR, as the toolboxes' pipelines expect arrays
+        try:
+            image = mmcv.imread(str(path))  # BGR, as the toolboxes' pipelines expect arrays
+        except Exception as err:  # noqa: BLE001  (mmcv raises several kinds on a corrupt file)
+            image, why = None, f'{type(err).__name__}: {err}'
+        else:
+            why = 'not a readable image'
         if image is None:
-            raise ValueError(f'{path}: not a readable image')
+            warnings.warn(f'{path}: skipped, {why}', stacklevel=2)
+            skipped.append((path, why))
+            continue
         result = predictor.predict(image, topk)
         if predictor.task == 'classification':
             result = {'image': str(path), **result}
         elif out_dir is not None:
-            predictor.draw(str(path), result, out_dir / f'{path.stem}.png', score_thr, opacity)
+            predictor.draw(str(path), result, out_dir / png_name(path, names), score_thr, opacity)
         results.append(result)
     if out_dir is not None and predictor.task == 'classification':
         (out_dir / 'topk.json').write_text(json.dumps(results, indent=2))

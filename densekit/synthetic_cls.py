@@ -10,6 +10,7 @@ Layout (as ImageNet's, with mmpretrain's annotation files alongside)::
 
     {out}/train/<class>/<class>_00000.JPEG   {out}/meta/train.txt
     {out}/val/<class>/<class>_00000.JPEG     {out}/meta/val.txt
+                                             {out}/meta/classes.txt (names, label order)
 
 This data exists so the classification toolchain can be run end to end in
 minutes on a CPU; a score on it says nothing about accuracy on real images.
@@ -96,7 +97,10 @@ def generate_imagenet_like(out: str | Path, num_train: int = 200, num_val: int =
     summary = dict(params, counts={'train': num_train * len(CLASSES), 'val': num_val * len(CLASSES)},
                    root=str(out))
     marker = out / MARKER
+    classes_file = out / 'meta' / 'classes.txt'  # names the classes (densekit.ImageNet reads it)
     if marker.is_file() and json.loads(marker.read_text()).get('params') == params:
+        if not classes_file.is_file():
+            classes_file.write_text('\n'.join(CLASSES) + '\n')
         return summary
     if out.exists():
         shutil.rmtree(out)
@@ -112,6 +116,7 @@ def generate_imagenet_like(out: str | Path, num_train: int = 200, num_val: int =
                             [cv2.IMWRITE_JPEG_QUALITY, 95])
                 lines.append(f'{rel} {label}')
         (out / 'meta' / f'{split}.txt').write_text('\n'.join(lines) + '\n')
+    classes_file.write_text('\n'.join(CLASSES) + '\n')
     marker.write_text(json.dumps(dict(params=params, note='synthetic data, see densekit/synthetic_cls.py')))
     return summary
 

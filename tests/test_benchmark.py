@@ -117,6 +117,8 @@ def test_cli_prints_tables_and_writes_json(tmp_path):
     proc = run_tool('benchmark', 'configs/levit-128s_imagenet.py', '--size', '64', '--batch', '2', '--reps', '1',
                     '--peers', 'timm', '--json', str(out))
     assert '| densekit |' in proc.stdout and '| timm |' in proc.stdout and '## Summary' in proc.stdout
+    assert 'USDT' not in proc.stderr  # the CPU profiler's profiler_start/stop notes
+    assert 'malloc: freed memory stays mapped between steps' in proc.stdout  # says what and why
     (bench,) = json.loads(out.read_text())
     assert [r['name'] for r in bench['results']] == ['densekit', 'timm']
     assert bench['results'][1]['weights'].startswith('copied')

@@ -256,11 +256,13 @@ def test_train_then_test_with_show_dir_end_to_end(tiny_coco, tmp_path, capsys):
     metrics = json.loads((tmp_path / 'metrics.json').read_text())
     assert {'coco/bbox_mAP', 'coco/segm_mAP'} <= set(metrics)
     assert 'coco/segm_mAP:' in out
-    drawn = sorted(show.glob('*.jpg'))
-    assert [p.name for p in drawn] == ['000000000001.jpg', '000000000002.jpg']
-    # ground truth (left) beside the predictions (right); the first image's
-    # two objects are drawn over it, the empty second image stays as it was
+    drawn = sorted(show.glob('*.png'))  # named after the images, as for every task
+    assert [p.name for p in drawn] == ['000000000001.png', '000000000002.png']
+    # ground truth (left) beside the predictions (right), under a caption strip;
+    # the first image's two objects are drawn over it, the empty second image stays as it was
     image = cv2.imread(str(drawn[0]))
-    assert image.shape == (SIZE, 2 * SIZE, 3)
+    strip = image.shape[0] - SIZE
+    assert 0 < strip < SIZE and image.shape[1:] == (2 * SIZE, 3)
+    image = image[strip:]
     original = cv2.imread(str(tiny_coco / 'val2017' / '000000000001.jpg'))
     assert np.abs(image[:, :SIZE].astype(int) - original).mean() > 5

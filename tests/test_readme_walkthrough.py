@@ -7,7 +7,25 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
+from contextlib import contextmanager
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def private_models():
+    """densekit's MODELS without MyNet, restored afterwards: the walkthrough's
+    MyNet registers only inside, and a checkout that followed the README (a
+    real backbones/mynet.py registering MyNet) does not clash with it."""
+    from densekit.registry import MODELS
+    MODELS.import_from_location()
+    saved = dict(MODELS._module_dict)
+    MODELS._module_dict.pop('MyNet', None)
+    try:
+        yield MODELS
+    finally:
+        MODELS._module_dict.clear()
+        MODELS._module_dict.update(saved)
 
 
 def _block(starting: str) -> str:
@@ -16,6 +34,11 @@ def _block(starting: str) -> str:
 
 
 def test_bring_your_own_backbone(tmp_path):
+    with private_models():
+        _walkthrough(tmp_path)
+
+
+def _walkthrough(tmp_path):
     # the backbone module, as if saved to backbones/mynet.py
     module = types.ModuleType('backbones.mynet')
     module.__package__ = 'backbones'
@@ -42,3 +65,17 @@ def test_bring_your_own_backbone(tmp_path):
     with torch.no_grad():
         logits = model(torch.randn(1, 3, 64, 64), mode='tensor')
     assert logits.shape == (1, 150, 16, 16)
+
+
+def test_walkthrough_runs_beside_a_registered_mynet(tmp_path):
+    """As on a checkout that followed the README, where MyNet is registered
+    already: the walkthrough passes and leaves the user's MyNet in place."""
+    from densekit.registry import MODELS
+    with private_models():
+        @MODELS.register_module(name='MyNet')
+        class UsersMyNet(torch.nn.Module):
+            pass
+
+        test_bring_your_own_backbone(tmp_path)  # no "already registered"
+        assert MODELS.module_dict['MyNet'] is UsersMyNet
+    assert 'MyNet' not in MODELS.module_dict

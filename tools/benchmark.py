@@ -28,7 +28,8 @@ from dataclasses import asdict
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-os.environ.setdefault("KINETO_LOG_LEVEL", "5")  # the profiler (CPU memory) is chatty on stderr
+# the profiler (CPU memory) logs profiler_start/stop on stderr at its highest level, USDT (5)
+os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
 import densekit  # noqa: E402,F401
 from densekit.benchmark import SUITE, retain_freed_memory, run_benchmark, summary, write_results  # noqa: E402
@@ -84,7 +85,8 @@ def main(argv=None):
     jobs += [(c, size, args.batch) for c in args.config]
     with user_errors('benchmark'):
         if args.malloc == 'retain':
-            print('malloc: freed memory kept mapped' if retain_freed_memory()
+            print('malloc: freed memory stays mapped between steps, so CPU timings do not include '
+                  're-faulting it (--malloc default: glibc\'s own settings)' if retain_freed_memory()
                   else 'malloc: not glibc, left as it is', flush=True)
         benches = []
         for config, size, batch in jobs:

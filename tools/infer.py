@@ -4,14 +4,18 @@
     python tools/infer.py configs/upernet_swin_ade20k.py iter_160000.pth demo/*.jpg --out out/ [--device cuda]
     python tools/infer.py configs/upernet_swin_ade20k.py upernet_swin.onnx demo/*.jpg --out out/   # onnxruntime
 
-Segmentation: <image>.png overlays; detection: <image>.png with boxes and
-masks (score >= --score-thr); classification: out/topk.json with the top-k
-classes per image. IMAGES may be files or directories. A CHECKPOINT ending in
-.onnx (tools/export.py) runs in onnxruntime on the CPU, with the same outputs.
+Segmentation: <image stem>.png overlays; detection: <image stem>.png with boxes
+and masks (score >= --score-thr); classification: out/topk.json with the top-k
+classes per image. Two inputs with one stem (a.jpg, a.png) give a_jpg.png and
+a_png.png. IMAGES may be files or directories; unreadable files and non-images
+in a directory are skipped with a warning and counted.
+A CHECKPOINT ending in .onnx (tools/export.py) runs in onnxruntime on the CPU, with
+the same outputs.
 """
 import argparse
 import os
 import sys
+import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -34,6 +38,8 @@ def main(argv=None):
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config entries')
     args = parser.parse_args(argv)
+    # skipped files are warned about in one line each, without the source line
+    warnings.formatwarning = lambda message, category, *_, **__: f'infer: warning: {message}\n'
     with user_errors('infer'):
         if args.checkpoint.endswith('.onnx'):
             from densekit.export import onnx_inference
@@ -45,10 +51,12 @@ def main(argv=None):
             import torch
             if not torch.cuda.is_available():
                 raise ValueError(f'--device {args.device}: no CUDA device is available here; use --device cpu')
+        skipped = []
         results = inference(args.config, args.checkpoint, args.images, device=args.device, out_dir=args.out,
                             topk=args.topk, score_thr=args.score_thr, opacity=args.opacity,
-                            cfg_options=args.cfg_options)
-        print(f'{len(results)} image(s) -> {args.out}')
+                            cfg_options=args.cfg_options, skipped=skipped)
+        print(f'{len(results)} image(s) -> {args.out}' + (f'; skipped {len(skipped)} file(s): '
+              + ', '.join(str(p) for p, _ in skipped[:3]) + (' ...' if len(skipped) > 3 else '') if skipped else ''))
 
 
 if __name__ == '__main__':

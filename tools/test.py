@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import densekit  # noqa: E402,F401
 from densekit.checkpoint import extract_state_dict, load_file  # noqa: E402
-from densekit.cli import add_common_args, parse, user_errors, work_dir_for  # noqa: E402
+from densekit.cli import add_common_args, build_runner, parse, stdout_to_log, user_errors, work_dir_for  # noqa: E402
 from densekit.config import enable_tta, enable_visualization, load_config, task_of  # noqa: E402
 from densekit.whole_model import describe_variant, release_state_dict, to_model_layout  # noqa: E402
 
@@ -27,11 +27,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser)
     parser.add_argument('checkpoint', help='checkpoint file (.pth)')
-    parser.add_argument('--show-dir', help='write predictions drawn on the images here '
-                        '(relative paths go under the work dir\'s timestamped folder)')
-    parser.add_argument('--show', action='store_true', help='show predictions in a window')
+    parser.add_argument('--show-dir', metavar='DIR',
+                        help='draw every test image, ground truth | prediction, to DIR/<image name>.png '
+                        '(all tasks; a relative DIR is under the work dir)')
+    parser.add_argument('--show', action='store_true', help='show the drawn images in a window (needs a display)')
     parser.add_argument('--wait-time', type=float, default=2, help='seconds each shown image stays')
-    parser.add_argument('--out', help='also write the metrics to this JSON file')
+    parser.add_argument('--out', metavar='FILE',
+                        help='also write the metrics to this JSON file (a relative FILE is under the work dir)')
     parser.add_argument('--tta', action='store_true', help="test-time augmentation: the config's tta_model "
                         'over its tta_pipeline (ADE20K: resize ratios 0.5-1.75 x flip; COCO boxes: 3 scales x flip)')
     args = parse(parser, argv)
@@ -40,15 +42,14 @@ def main(argv=None):
         task_of(cfg)
         cfg.launcher = args.launcher
         cfg.work_dir = args.work_dir or cfg.get('work_dir') or work_dir_for(args.config)
-        if args.show or args.show_dir:
-            enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
+        show_dir = enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
+        out = os.path.join(cfg.work_dir, args.out) if args.out and not os.path.isabs(args.out) else args.out
         if args.tta:
             print(enable_tta(cfg, args.config))
         load_file(args.checkpoint)  # readable and weights-only, before building anything
         cfg.load_from = None
 
-        from mmengine.runner import Runner
-        runner = Runner.from_cfg(cfg)
+        runner = build_runner(cfg, verbose=args.verbose)
         try:
             runner.load_checkpoint(args.checkpoint, map_location='cpu', strict=True)
         except RuntimeError as err:
@@ -57,11 +58,17 @@ def main(argv=None):
             raise ValueError(f'{args.checkpoint} does not fit the model of {args.config}'
                              + (f': {variant}' if variant else '') + f':\n{err}') from err
         # numpy scalars -> Python numbers, so they print plainly and dump as JSON
-        metrics = {k: v.item() if hasattr(v, 'item') else v for k, v in runner.test().items()}
+        with stdout_to_log(runner, args.verbose):
+            metrics = runner.test()
+        metrics = {k: v.item() if hasattr(v, 'item') else v for k, v in metrics.items()}
         print('\n'.join(f'{k}: {v:.2f}' if isinstance(v, float) else f'{k}: {v}' for k, v in metrics.items()))
-        if args.out:
-            with open(args.out, 'w') as f:
+        if out:
+            os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
+            with open(out, 'w') as f:
                 json.dump(metrics, f, indent=2)
+            print(f'metrics written to {out}')
+        if show_dir:
+            print(f'pictures (ground truth | prediction) in {show_dir}/')
 
 
 if __name__ == '__main__':

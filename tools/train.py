@@ -15,8 +15,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import densekit  # noqa: E402,F401  (registries, weights-only resume)
-from densekit.cli import add_common_args, parse, user_errors, work_dir_for  # noqa: E402
-from densekit.config import load_config, task_of  # noqa: E402
+from densekit.cli import add_common_args, build_runner, parse, stdout_to_log, user_errors, work_dir_for  # noqa: E402
+from densekit.config import check_pretrained, fit_log_interval, load_config, task_of  # noqa: E402
 from densekit.distributed import prepare_cpu_distributed  # noqa: E402
 
 
@@ -46,22 +46,37 @@ def main(argv=None):
             if cfg.optim_wrapper.get('type', 'OptimWrapper') != 'AmpOptimWrapper':
                 cfg.optim_wrapper.type = 'AmpOptimWrapper'
                 cfg.optim_wrapper.loss_scale = 'dynamic'
+        has_last = os.path.isfile(os.path.join(cfg.work_dir, 'last_checkpoint'))  # what mmengine resumes from
         if args.resume == 'auto':
+            if not has_last:
+                raise FileNotFoundError(f'--resume: nothing to resume in {cfg.work_dir} (no last_checkpoint '
+                                        'there); drop --resume to train from scratch, or name a checkpoint: '
+                                        '--resume PATH')
             cfg.resume = True
         elif args.resume:
+            if not os.path.isfile(args.resume):
+                raise FileNotFoundError(f'--resume {args.resume}: no such checkpoint file')
             cfg.resume, cfg.load_from = True, args.resume
+        elif cfg.get('resume') is True and not cfg.get('load_from'):
+            if not has_last:  # mmengine would say "resumed from None" and train from scratch
+                print(f'DenseKit: the config sets resume=True, but {cfg.work_dir} holds no checkpoint: '
+                      'training from scratch')
+                cfg.resume = False
+        if not cfg.get('resume'):
+            check_pretrained(cfg)
+        note = fit_log_interval(cfg)
+        if note:
+            print(f'DenseKit: {note}')
 
         if args.strategy == 'fsdp':
-            from mmengine.runner import FlexibleRunner
-
             from densekit.fsdp import fsdp_strategy
             cfg.strategy = fsdp_strategy(cfg.get('strategy'))
             cfg.pop('model_wrapper_cfg', None)  # the strategy wraps the model
-            runner = FlexibleRunner.from_cfg(cfg)
+            runner = build_runner(cfg, flexible=True, verbose=args.verbose)
         else:
-            from mmengine.runner import Runner
-            runner = Runner.from_cfg(cfg)
-        runner.train()
+            runner = build_runner(cfg, verbose=args.verbose)
+        with stdout_to_log(runner, args.verbose):
+            runner.train()
 
 
 if __name__ == '__main__':

@@ -6,6 +6,8 @@
 FLOPs are multiply-adds (mmengine's convention, the papers' "FLOPs"), for one
 image of the given size through the inference path (``mode='tensor'``: no
 post-processing; training-only heads such as mmseg's auxiliary head do not run).
+The default size is a detector's test scale (1333x800 -> 800x1344 padded), else
+the config's crop_size, else 224x224.
 """
 import argparse
 import os
@@ -14,7 +16,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 import densekit  # noqa: E402,F401
-from densekit.analysis import build_model_from_config, count_complexity  # noqa: E402
+from densekit.analysis import build_model_from_config, count_complexity, default_input_shape  # noqa: E402
 from densekit.cli import user_errors  # noqa: E402
 from densekit.config import load_config  # noqa: E402
 from mmengine.config import DictAction  # noqa: E402
@@ -24,13 +26,14 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config', help='config file, e.g. configs/upernet_swin_ade20k.py')
     parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
-                        help="input size (default: the config's crop_size, else 224 224)")
+                        help="input size (default: a detector's test scale, else the config's crop_size, "
+                        "else 224 224)")
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config entries, e.g. model.backbone.arch=small')
     args = parser.parse_args(argv)
     with user_errors('flops_params'):
         cfg = load_config(args.config, args.cfg_options)
-        shape = tuple(args.shape or cfg.get('crop_size') or (224, 224))
+        shape = tuple(args.shape or default_input_shape(cfg))
         in_channels = cfg.model.get('backbone', {}).get('in_channels', 3)
         model = build_model_from_config(cfg)
         whole = count_complexity(model, (1, in_channels, *shape))

@@ -27,6 +27,10 @@ def main(argv=None):
     with user_errors('plot_curves'):
         scalars = args.scalars or find_scalars(args.work_dir)
         groups = read_scalars(scalars)
+        if not groups['loss']:
+            print(f'{scalars}: no training losses: the run logged none (mmengine logs every '
+                  'default_hooks.logger.interval iterations, and this run was shorter; tools/train.py '
+                  'lowers the interval for such runs)')
         out = plot_curves(groups, args.out or os.path.join(args.work_dir, 'curves.png'),
                           title=os.path.basename(os.path.normpath(args.work_dir)))
         for name, curves in groups.items():
