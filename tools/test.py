@@ -14,7 +14,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import densekit  # noqa: E402,F401
-from densekit.checkpoint import load_file  # noqa: E402
+from densekit.checkpoint import check_fits, extract_state_dict, load_file  # noqa: E402
 from densekit.cli import add_common_args, parse, user_errors, work_dir_for  # noqa: E402
 from densekit.config import enable_visualization, load_config, task_of  # noqa: E402
 
@@ -36,11 +36,15 @@ def main(argv=None):
         cfg.work_dir = args.work_dir or cfg.get('work_dir') or work_dir_for(args.config)
         if args.show or args.show_dir:
             enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
-        load_file(args.checkpoint)  # readable and weights-only, before building anything
+        # readable and weights-only, before building anything
+        state = extract_state_dict(load_file(args.checkpoint))
         cfg.load_from = None
 
+        from mmengine.model import is_model_wrapper
         from mmengine.runner import Runner
         runner = Runner.from_cfg(cfg)
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        check_fits(model, state, args.checkpoint, args.config)  # one line, before mmengine lists every key
         try:
             runner.load_checkpoint(args.checkpoint, map_location='cpu', strict=True)
         except RuntimeError as err:
