@@ -183,6 +183,24 @@ def _first(keys: list[str], n: int = 3) -> str:
     return ', '.join(keys[:n]) + (f', ... (+{len(keys) - n})' if len(keys) > n else '')
 
 
+def _numbered(key: str):
+    """(container, block) for each numbered part of ``key``:
+    'stages.0.blocks.5.w' -> ('stages', 'stages.0'), ('stages.0.blocks', 'stages.0.blocks.5')."""
+    parts = key.split('.')
+    return [('.'.join(parts[:i]), '.'.join(parts[:i + 1])) for i, p in enumerate(parts) if p.isdigit()]
+
+
+def _extra_blocks(keys: list[str], other: set[str]) -> bool:
+    """Whether every key lies in a numbered block that ``other`` lacks, inside
+    a container that ``other`` has (``blocks.5.`` beside ``blocks.0.``)."""
+    containers, blocks = set(), set()
+    for key in other:
+        for container, block in _numbered(key):
+            containers.add(container)
+            blocks.add(block)
+    return all(any(c in containers and b not in blocks for c, b in _numbered(k)) for k in keys)
+
+
 def likely_cause(own: list[str], found: list[str], shapes: list[str]) -> str:
     """One sentence guessing why a state dict with keys ``found`` does not fit
     a model with keys ``own`` (``shapes``: keys in both whose shapes differ)."""
@@ -204,12 +222,10 @@ def likely_cause(own: list[str], found: list[str], shapes: list[str]) -> str:
     if shapes:
         return 'a checkpoint of another variant or config (the widths of shared layers differ)'
 
-    def depth(keys) -> int:
-        return max((int(p) for k in keys for p in k.split('.') if p.isdigit()), default=-1)
     extra, lack = sorted(found_set - own_set), sorted(own_set - found_set)
-    if extra and not lack and depth(extra) > depth(own):
+    if extra and not lack and _extra_blocks(extra, own_set):
         return 'a checkpoint of a deeper variant (more blocks or stages than the model)'
-    if lack and not extra and depth(lack) > depth(found):
+    if lack and not extra and _extra_blocks(lack, found_set):
         return 'a checkpoint of a shallower variant (fewer blocks or stages than the model)'
     if not own_set & found_set:
         return 'a checkpoint of another model or layout (no key in common)'
