@@ -22,6 +22,7 @@ send back into them channels-last too.
 """
 from __future__ import annotations
 
+from abc import ABCMeta
 from typing import Sequence
 
 import torch
@@ -73,16 +74,54 @@ def conv_memory_format(x: torch.Tensor) -> torch.memory_format:
     return torch.channels_last
 
 
+class LevelMaps(tuple):
+    """A backbone's tuple of maps, which also carries the (H, W) of the input
+    image (``image_size``). An isotropic backbone at a stride that does not
+    divide the image (ConvMixer's 7, ViT's 16 on a 250-pixel side) pads it;
+    the pyramid adapter needs the true size to give every derived level
+    ceil(H/s) x ceil(W/s), as the pyramid families do. Everything else sees a
+    plain tuple."""
+
+    image_size: tuple[int, int]
+
+    def __new__(cls, maps, image_size: tuple[int, int]):
+        obj = super().__new__(cls, maps)
+        obj.image_size = tuple(int(s) for s in image_size)
+        return obj
+
+    def __reduce__(self):
+        return LevelMaps, (tuple(self), self.image_size)
+
+
 def _to_channels_last(grad: torch.Tensor) -> torch.Tensor:
     return grad.contiguous(memory_format=torch.channels_last)
 
 
-class PyramidBackbone(BaseModule):
+class _FinishedAtConstruction(ABCMeta):
+    """Calls ``_finish_init()`` once the outermost ``__init__`` has returned,
+    whatever subclass is built."""
+
+    def __call__(cls, *args, **kwargs):
+        module = super().__call__(*args, **kwargs)
+        module._finish_init()
+        return module
+
+
+class PyramidBackbone(BaseModule, metaclass=_FinishedAtConstruction):
     """Base class of backbones that return a tuple of NCHW maps.
 
     Subclasses set ``self.num_levels``, ``self.level_channels`` and
     ``self.level_strides`` (one entry per level, e.g. strides 4/8/16/32), and
     implement :meth:`frozen_modules` and :meth:`checkpoint_filter`.
+
+    When construction ends, two things a distributed wrapper must see are
+    already done: the modules that no level of ``out_indices`` needs
+    (:meth:`unused_modules`) are removed, and the frozen stages' parameters
+    have ``requires_grad=False``. DistributedDataParallel fixes at wrapping
+    which parameters it waits for, and mmengine's Runner wraps the model
+    before ``init_weights``/``train()``: a parameter built but never used, or
+    frozen only later, stops training at the second iteration ("Expected to
+    have finished reduction in the prior iteration").
 
     Args:
         out_indices: levels returned by ``forward``.
@@ -98,6 +137,39 @@ class PyramidBackbone(BaseModule):
         self.out_indices = tuple(out_indices)
         self.frozen_stages = frozen_stages
         self.with_cp = with_cp
+
+    def _finish_init(self) -> None:
+        self._drop_unused_modules()
+        self._freeze()
+
+    def unused_modules(self) -> list[str]:
+        """Qualified names of the modules that no level of ``out_indices``
+        uses (e.g. stages after the last returned level, output norms of
+        levels not returned); the family lists them, the base removes them.
+        Here: the output norms ``norm{i}`` of levels not in ``out_indices``."""
+        return [f'norm{i}' for i in range(self.num_levels) if i not in self.out_indices and hasattr(self, f'norm{i}')]
+
+    def _drop_unused_modules(self) -> None:
+        names = self.unused_modules()
+        # last entries first, so that removing a ModuleList's tail keeps the other indices
+        for name in sorted(names, key=lambda n: [int(p) if p.isdigit() else -1 for p in n.split('.')],
+                           reverse=True):
+            parent_name, _, child = name.rpartition('.')
+            parent = self.get_submodule(parent_name) if parent_name else self
+            if isinstance(parent, nn.ModuleList):
+                if int(child) != len(parent) - 1:
+                    raise ValueError(f'{type(self).__name__}: unused module {name} is not the last of {parent_name}')
+                del parent[int(child)]
+            else:
+                delattr(parent, child)
+        self.pruned_modules = tuple(sorted(names))
+
+    def release_lacks(self) -> tuple[str, ...]:
+        """Key prefixes of weights that a classifier release cannot hold:
+        the output norms this pyramid adds to levels before the last
+        (``norm0.`` .. ``norm{n-2}.``); a load leaves them at their init and
+        reports them as expected, not as missing."""
+        return tuple(f'norm{i}.' for i in range(self.num_levels - 1) if hasattr(self, f'norm{i}'))
 
     def _check_levels(self) -> None:
         bad = [i for i in self.out_indices if not 0 <= i < self.num_levels]
@@ -184,14 +256,14 @@ class PyramidBackbone(BaseModule):
         """The usual frozen set: the stem, stages ``0..upto-1`` and their
         output norms (``norm{i}``, where present)."""
         mods = [stem]
-        for i in range(upto):
+        for i in range(min(upto, len(stages))):  # stages after the last output are not built
             mods.append(stages[i])
             if hasattr(self, f'norm{i}'):
                 mods.append(getattr(self, f'norm{i}'))
         return mods
 
     def _freeze(self) -> None:
-        if self.frozen_stages < 0:
+        if self.frozen_stages < 0 or not hasattr(self, 'pruned_modules'):  # not yet constructed
             return
         for module in self.frozen_modules(self.frozen_stages):
             module.eval()

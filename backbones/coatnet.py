@@ -328,6 +328,9 @@ class CoAtNet(PyramidBackbone):
             if norm is not None:
                 norm.reset_parameters()
 
+    def unused_modules(self) -> list[str]:
+        return super().unused_modules() + [f'stages.{i}' for i in range(max(self.out_indices) + 1, self.num_levels)]
+
     def frozen_modules(self, upto: int) -> list[nn.Module]:
         return self.stem_and_stages(self.stem, self.stages, upto)
 

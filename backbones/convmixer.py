@@ -24,7 +24,7 @@ from timm.models.convmixer import Residual
 from torch import nn
 
 from densekit.registry import MODELS
-from .base import PyramidBackbone, conv_memory_format
+from .base import LevelMaps, PyramidBackbone, conv_memory_format
 
 ACTIVATIONS = {'gelu': nn.GELU, 'relu': nn.ReLU}
 
@@ -81,6 +81,9 @@ class ConvMixer(PyramidBackbone):
         self.blocks = nn.ModuleList(mixer_block(dim, arch['kernel_size'], act) for _ in range(depth))
         # weights stay NCHW-strided: each call's layout is chosen for its input (conv_memory_format)
 
+    def unused_modules(self) -> list[str]:
+        return [f'blocks.{i}' for i in range(max(self.out_indices) + 1, self.num_levels)]
+
     def frozen_modules(self, upto: int) -> list[nn.Module]:
         return [self.stem, *self.blocks[:upto]]
 
@@ -89,6 +92,7 @@ class ConvMixer(PyramidBackbone):
         map per ``out_indices`` entry: NCHW tensors in channels-last memory, or in
         NCHW memory for inference on AVX2-only CPUs (``base.conv_memory_format``)."""
         p = self.patch_size
+        image_size = x.shape[-2:]
         x = F.pad(x, (0, -x.shape[-1] % p, 0, -x.shape[-2] % p))
         x = self.stem(x.contiguous(memory_format=conv_memory_format(x)))
         outs = []
@@ -98,7 +102,8 @@ class ConvMixer(PyramidBackbone):
                 outs.append(x)
             if i == max(self.out_indices):
                 break
-        return self.channels_last_grads(tuple(outs))
+        # the image size lets the pyramid adapter give ceil(H/s) at every stride
+        return LevelMaps(self.channels_last_grads(tuple(outs)), image_size)
 
     @staticmethod
     def checkpoint_filter(state_dict: dict, model: 'ConvMixer') -> dict:

@@ -201,6 +201,7 @@ class SwinTransformer(PyramidBackbone):
         self.level_strides = tuple(patch_size * 2 ** i for i in range(self.num_levels))
         self._check_levels()
 
+        self.window_size = window_size
         self.patch_embed = patch_embed(in_channels, C, patch_size, norm=True)
         self.pos_drop = nn.Dropout(drop_rate)
         dpr = drop_path_rates(drop_path_rate, depths)
@@ -218,6 +219,9 @@ class SwinTransformer(PyramidBackbone):
         for m in self.modules():
             if isinstance(m, WindowAttention):
                 trunc_normal_(m.relative_position_bias_table, std=.02)
+
+    def unused_modules(self) -> list[str]:
+        return super().unused_modules() + [f'stages.{i}' for i in range(max(self.out_indices) + 1, self.num_levels)]
 
     def frozen_modules(self, upto: int) -> list[nn.Module]:
         return self.stem_and_stages(self.patch_embed, self.stages, upto)
@@ -280,11 +284,9 @@ class SwinTransformer(PyramidBackbone):
                     out[k] = None  # classifier
                     continue
             if k.endswith('relative_position_bias_table'):
-                try:
-                    window = model.get_submodule(k[:-len('.relative_position_bias_table')]).window
-                except AttributeError:  # a block this variant lacks: the loader names the key
-                    out[k] = v
-                    continue
+                # the model's window, not its block's: the block may be one the model lacks
+                # (a deeper release, a stage after the last output)
+                window = model.window_size
                 if v.shape[0] != (2 * window - 1) ** 2:
                     old = int(v.shape[0] ** .5 + 1) // 2
                     v = resize_rel_pos_bias_table(v, new_window_size=(window, window),

@@ -23,7 +23,7 @@ from timm.models.vision_transformer import Block
 from torch import nn
 
 from densekit.registry import MODELS
-from .base import PyramidBackbone
+from .base import LevelMaps, PyramidBackbone
 from .layers import init_transformer_weights, patch_embed
 
 # mmseg (``VisionTransformer``) and mmpretrain names -> timm names
@@ -54,6 +54,9 @@ class VisionTransformer(PyramidBackbone):
         out_type: 'featmap' returns each selected block's patch tokens as a
             (B, C, h, w) map; 'cls_token' returns its class token, (B, C), as
             timm's and DeiT's classifiers read it (``global_pool='token'``).
+        pretrain_img_size: int or (H, W) the loaded checkpoint was trained at;
+            needed only for a non-square position-embedding grid (e.g. 512x1024,
+            a 32x64 grid), which its length alone does not determine.
         pos_antialias: resample the position embedding with timm's
             antialiased bicubic (True, a=-0.5 kernel even when upsampling) or
             with plain bicubic (False, a=-0.75) as mmseg does: use False to
@@ -78,7 +81,8 @@ class VisionTransformer(PyramidBackbone):
                  patch_size: int | None = None, in_channels: int = 3, mlp_ratio: float = 4.,
                  qkv_bias: bool = True, drop_rate: float = 0., attn_drop_rate: float = 0.,
                  drop_path_rate: float = 0., out_indices: Sequence[int] | None = None,
-                 out_norm: str | None = None, out_type: str = 'featmap', pos_antialias: bool = True,
+                 out_norm: str | None = None, out_type: str = 'featmap',
+                 pretrain_img_size: int | tuple[int, int] | None = None, pos_antialias: bool = True,
                  frozen_stages: int = -1, with_cp: bool = False, init_cfg: dict | None = None):
         arch = self.resolve_arch(arch)
         C, depth, heads = arch['embed_dims'], arch['depth'], arch['num_heads']
@@ -96,6 +100,8 @@ class VisionTransformer(PyramidBackbone):
         self.out_norm = out_norm
         self.pos_antialias = pos_antialias
         self.grid_size = tuple(s // self.patch_size for s in to_2tuple(img_size))
+        self.pretrain_grid_size = (None if pretrain_img_size is None else
+                                   tuple(s // self.patch_size for s in to_2tuple(pretrain_img_size)))
 
         self.patch_embed = patch_embed(in_channels, C, self.patch_size, norm=False)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, C))
@@ -125,6 +131,9 @@ class VisionTransformer(PyramidBackbone):
         nn.init.normal_(self.cls_token, std=1e-6)
         init_transformer_weights(self)
 
+    def unused_modules(self) -> list[str]:
+        return [f'blocks.{i}' for i in range(max(self.out_indices) + 1, self.num_levels)]
+
     def frozen_modules(self, upto: int) -> list[nn.Module]:
         return [self.patch_embed, *self.blocks[:upto]]
 
@@ -153,6 +162,7 @@ class VisionTransformer(PyramidBackbone):
         """x: (B, 3, H, W), any H, W. Returns one (B, C, ceil(H/p), ceil(W/p))
         map per ``out_indices`` entry (``out_type='featmap'``), or one (B, C)
         class token per entry (``out_type='cls_token'``)."""
+        image_size = x.shape[-2:]
         x = self.patch_embed(x)  # B, h, w, C (padded to a multiple of p)
         B, h, w, C = x.shape
         pos = resample_abs_pos_embed(self.pos_embed, new_size=(h, w), old_size=self.grid_size,
@@ -166,7 +176,8 @@ class VisionTransformer(PyramidBackbone):
                 outs.append(self._level_output(x, i == last, (B, h, w, C)))
             if i == max(self.out_indices):
                 break
-        return tuple(outs)
+        # the image size lets the pyramid adapter give ceil(H/s) at every stride
+        return LevelMaps(outs, image_size)
 
     def _level_output(self, x: torch.Tensor, is_last: bool, shape: tuple[int, int, int, int]) -> torch.Tensor:
         """One returned level from the (B, 1 + h*w, C) tokens. A method, not a
@@ -214,8 +225,23 @@ class VisionTransformer(PyramidBackbone):
                 if 'dist_token' in sd:  # DeiT-distilled: two prefix tokens
                     v = torch.cat([v[:, :1], v[:, 2:]], dim=1)
                 if v.shape[1] != model.pos_embed.shape[1]:
-                    old = int(math.sqrt(v.shape[1] - 1))
-                    v = resample_abs_pos_embed(v, new_size=model.grid_size, old_size=(old, old),
+                    old = _source_grid(v.shape[1] - 1, model)
+                    v = resample_abs_pos_embed(v, new_size=model.grid_size, old_size=old,
                                                num_prefix_tokens=1, antialias=model.pos_antialias)
             out[k] = v
         return out
+
+
+def _source_grid(tokens: int, model: VisionTransformer) -> tuple[int, int]:
+    """The (h, w) grid of a checkpoint's ``tokens`` position embeddings: the
+    model's ``pretrain_img_size`` when given, else the square grid."""
+    given = model.pretrain_grid_size
+    if given is not None and math.prod(given) == tokens:
+        return given
+    side = math.isqrt(tokens)
+    if side * side == tokens and given is None:
+        return side, side
+    hint = (f'pretrain_img_size={tuple(g * model.patch_size for g in given)} gives a {given[0]}x{given[1]} '
+            f'grid, not {tokens} positions' if given else 'a non-square grid')
+    raise ValueError(f'pos_embed: the checkpoint holds {tokens} patch positions, {hint}; set the backbone\'s '
+                     'pretrain_img_size=(H, W) to the size it was trained at (e.g. pretrain_img_size=(512, 1024))')

@@ -282,6 +282,10 @@ class ViTAE(PyramidBackbone):
         # official ViTAE_ViT_basic._init_weights; convolutions keep PyTorch's default
         init_transformer_weights(self)
 
+    def unused_modules(self) -> list[str]:
+        # level i < 3 is layer i's output; level 3 pools layer 2's
+        return [f'layers.{i}' for i in range(max(self.out_indices) + 1, len(self.layers))]
+
     def frozen_modules(self, upto: int) -> list[nn.Module]:
         return list(self.layers[:upto + 1])
 

@@ -35,7 +35,9 @@ def _numpy_safe_globals() -> list:
     dtype_classes = [type(np.dtype(t)) for t in (
         np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16,
         np.uint32, np.uint64, np.float16, np.float32, np.float64, np.str_)]
-    return [_reconstruct, scalar, np.ndarray, np.dtype, *dtype_classes]
+    # numpy 1.x pickled the same two functions from numpy.core.multiarray
+    numpy1 = [(_reconstruct, 'numpy.core.multiarray._reconstruct'), (scalar, 'numpy.core.multiarray.scalar')]
+    return [_reconstruct, scalar, np.ndarray, np.dtype, *dtype_classes, *numpy1]
 
 
 def _rebuild_history_buffer(buffer):
@@ -145,7 +147,9 @@ def load_file(path: str | os.PathLike, map_location='cpu') -> dict:
         return load_safetensors(str(path), device='cpu')
     trusted = os.environ.get(TRUST_ENV) == '1'
     try:
-        return torch.load(path, map_location=map_location, weights_only=not trusted)
+        obj = torch.load(path, map_location=map_location, weights_only=not trusted)
+        # a pickled whole model (torch.save(model, f)), loadable only when trusted
+        return obj.state_dict() if isinstance(obj, nn.Module) else obj
     except pickle.UnpicklingError as err:
         found = re.search(r'Unsupported global: GLOBAL (\S+)|Trying to call reduce for unrecognized function \S+',
                           str(err))
@@ -162,13 +166,96 @@ def extract_state_dict(obj: dict, prefix: str | None = None) -> dict[str, torch.
     """The weights inside a release file: unwraps ``state_dict``/``model``,
     strips DDP's ``module.``, and keeps only ``prefix`` keys (prefix removed)
     when given, e.g. ``'backbone.'`` for a whole mmseg/mmdet model."""
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
     for wrapper in ('state_dict', 'model'):
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), nn.Module):
+            obj = obj[wrapper].state_dict()
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
     state = {k.removeprefix('module.'): v for k, v in obj.items() if torch.is_tensor(v)}
     if prefix:
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     return state
+
+
+def _first(keys: list[str], n: int = 3) -> str:
+    return ', '.join(keys[:n]) + (f', ... (+{len(keys) - n})' if len(keys) > n else '')
+
+
+def _numbered(key: str):
+    """(container, block) for each numbered part of ``key``:
+    'stages.0.blocks.5.w' -> ('stages', 'stages.0'), ('stages.0.blocks', 'stages.0.blocks.5')."""
+    parts = key.split('.')
+    return [('.'.join(parts[:i]), '.'.join(parts[:i + 1])) for i, p in enumerate(parts) if p.isdigit()]
+
+
+def _extra_blocks(keys: list[str], other: set[str]) -> bool:
+    """Whether every key lies in a numbered block that ``other`` lacks, inside
+    a container that ``other`` has (``blocks.5.`` beside ``blocks.0.``)."""
+    containers, blocks = set(), set()
+    for key in other:
+        for container, block in _numbered(key):
+            containers.add(container)
+            blocks.add(block)
+    return all(any(c in containers and b not in blocks for c, b in _numbered(k)) for k in keys)
+
+
+def likely_cause(own: list[str], found: list[str], shapes: list[str]) -> str:
+    """One sentence guessing why a state dict with keys ``found`` does not fit
+    a model with keys ``own`` (``shapes``: keys in both whose shapes differ)."""
+    own_set, found_set = set(own), set(found)
+    for key in found:  # a whole model's backbone: its keys under a prefix
+        head, _, rest = key.partition('.')
+        if rest in own_set and head not in own_set:
+            n = sum(k.startswith(head + '.') and k[len(head) + 1:] in own_set for k in found)
+            if n >= len(own_set & found_set) and n > len(own) // 2:
+                return (f"the checkpoint holds a whole model: the weights are under '{head}.' "
+                        f"(e.g. prefix='{head}.' / --prefix {head}.)")
+    for key in own:  # a bare backbone for a whole model
+        head, _, rest = key.partition('.')
+        if rest in found_set and key not in found_set:
+            n = sum(k.startswith(head + '.') and k[len(head) + 1:] in found_set for k in own)
+            if n > len(found) // 2:
+                return (f"the checkpoint holds only the '{head}' part: start training from it with "
+                        f"model.{head}.init_cfg=dict(type='Pretrained', checkpoint=PATH)")
+    if shapes:
+        return 'a checkpoint of another variant or config (the widths of shared layers differ)'
+
+    extra, lack = sorted(found_set - own_set), sorted(own_set - found_set)
+    if extra and not lack and _extra_blocks(extra, own_set):
+        return 'a checkpoint of a deeper variant (more blocks or stages than the model)'
+    if lack and not extra and _extra_blocks(lack, found_set):
+        return 'a checkpoint of a shallower variant (fewer blocks or stages than the model)'
+    if not own_set & found_set:
+        return 'a checkpoint of another model or layout (no key in common)'
+    return 'a checkpoint of another config or model'
+
+
+def describe_misfit(source: str, target: str, missing: list[str], unexpected: list[str],
+                    shapes: list[str], own: list[str], found: list[str]) -> str | None:
+    """'``source`` does not fit ``target``: counts, the first keys of each kind
+    and the likely cause', or None when nothing is wrong."""
+    kinds = [(f'{len(keys)} {name}', keys) for name, keys in (
+        ('missing', missing), ('unexpected', unexpected), ('of another shape', shapes)) if keys]
+    if not kinds:
+        return None
+    matched = len(set(own) & set(found)) - len(shapes)
+    return (f'{source} does not fit {target}: {matched} of {len(own)} tensors match; '
+            + '; '.join(f'{count} (e.g. {_first(keys)})' for count, keys in kinds)
+            + f'. Likely cause: {likely_cause(own, found, shapes)}.')
+
+
+def check_fits(model: nn.Module, state: dict, checkpoint: str, config: str) -> None:
+    """Raise one ``ValueError`` (counts, first keys, likely cause) unless
+    ``state`` fits ``model`` exactly; nothing is loaded."""
+    own = model.state_dict()
+    shapes = sorted(f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}'
+                    for k in set(own) & set(state) if state[k].shape != own[k].shape)
+    message = describe_misfit(checkpoint, f'the model of {config}', sorted(set(own) - set(state)),
+                              sorted(set(state) - set(own)), shapes, list(own), list(state))
+    if message:
+        raise ValueError(message)
 
 
 @dataclass
@@ -179,12 +266,15 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    expected: list[str] = field(default_factory=list)  # not in a release by design: left at init
 
     def __str__(self) -> str:
         lines = [f'loaded {self.loaded} tensors from {self.path}']
         for name, keys in (('missing in checkpoint', self.missing),
                            ('unexpected in checkpoint', self.unexpected),
-                           ('ignored (not part of the backbone)', self.ignored)):
+                           ('not in a classifier release, left at init (expected)', self.expected),
+                           ('ignored (not part of the backbone, or not built for its out_indices)',
+                            self.ignored)):
             if keys:
                 shown = ', '.join(keys[:20]) + (f' ... (+{len(keys) - 20})' if len(keys) > 20 else '')
                 lines.append(f'{name} ({len(keys)}): {shown}')
@@ -206,23 +296,30 @@ def load_state(model: nn.Module, state: dict, convert: Callable[[dict, nn.Module
     """Load ``state`` into ``model`` after ``convert`` maps it to the model's layout.
 
     ``convert(state_dict, model)`` returns the converted dict, with ``None``
-    for keys that are deliberately not used (e.g. a classifier). Keys whose
-    shapes cannot fit raise a ``ValueError`` naming ``source`` and every such
-    key, before anything is loaded.
+    for keys that are deliberately not used (e.g. a classifier). Keys of
+    modules the model removed as unused (``model.pruned_modules``) are
+    ignored; model keys under ``model.release_lacks()`` that the checkpoint
+    lacks are reported as expected. Keys whose shapes cannot fit raise a
+    ``ValueError`` naming ``source``, the counts, the first keys and the
+    likely cause, before anything is loaded; so do missing or unexpected
+    keys with ``strict``.
     """
     converted = convert(state, model)
-    ignored = sorted(k for k, v in converted.items() if v is None)
-    converted = {k: v for k, v in converted.items() if v is not None}
+    pruned = tuple(f'{name}.' for name in getattr(model, 'pruned_modules', ()))
+    ignored = sorted(k for k, v in converted.items() if v is None or (pruned and k.startswith(pruned)))
+    converted = {k: v for k, v in converted.items() if v is not None and not (pruned and k.startswith(pruned))}
     own = model.state_dict()
     bad = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
            for k, v in converted.items() if k in own and v.shape != own[k].shape]
     if bad:
-        raise ValueError(f'{source} does not fit {type(model).__name__}: shape mismatch in '
-                         f'{len(bad)} tensor(s):\n  ' + '\n  '.join(bad[:10])
-                         + (f'\n  ... and {len(bad) - 10} more' if len(bad) > 10 else ''))
+        raise ValueError(describe_misfit(source, type(model).__name__, [], [], bad, list(own), list(converted)))
     result = model.load_state_dict(converted, strict=False)
+    lacks = tuple(model.release_lacks()) if hasattr(model, 'release_lacks') else ()
+    expected = [k for k in result.missing_keys if lacks and k.startswith(lacks)]
+    missing = [k for k in result.missing_keys if k not in expected]
     report = LoadReport(source, len(converted) - len(result.unexpected_keys),
-                        list(result.missing_keys), list(result.unexpected_keys), ignored)
+                        missing, list(result.unexpected_keys), ignored, expected)
     if strict and (report.missing or report.unexpected):
-        raise ValueError(f'{source} does not fit {type(model).__name__}:\n{report}')
+        raise ValueError(describe_misfit(source, type(model).__name__, report.missing, report.unexpected, [],
+                                         [k for k in own if k not in expected], list(converted)))
     return report

@@ -39,7 +39,17 @@ class ImageNet(NamedSampleErrorsMixin, MMPretrainImageNet):
     def __init__(self, data_root: str = '', split: str = '', data_prefix: str | dict = '',
                  ann_file: str = '', **kwargs):
         prefix = data_prefix.get('img_path', '') if isinstance(data_prefix, dict) else data_prefix
-        folder = osp.join(data_root, prefix or split)
+        # the paths as given, for the messages (mmengine joins them in place)
+        self._given_paths = (data_root, osp.join(data_root, prefix or split), ann_file)
+        super().__init__(data_root=data_root, split=split, data_prefix=data_prefix,
+                         ann_file=ann_file, **kwargs)
+
+    def full_init(self) -> None:
+        """The checks run when the data is loaded, not when the dataset is
+        built with ``lazy_init=True`` only for its metainfo."""
+        if self._fully_initialized:
+            return
+        data_root, folder, ann_file = self._given_paths
         if not osp.isdir(folder):
             raise FileNotFoundError(f'ImageNet: image folder not found: {folder}. '
                                     + IMAGENET_HELP.format(root=data_root or '.'))
@@ -51,10 +61,9 @@ class ImageNet(NamedSampleErrorsMixin, MMPretrainImageNet):
                 and osp.isfile(classes_file)):
             kwargs['classes'] = classes_file
         try:
-            super().__init__(data_root=data_root, split=split, data_prefix=data_prefix,
-                             ann_file=ann_file, **kwargs)
+            super().full_init()
         except RuntimeError as err:  # mmpretrain's folder scan: no images / empty class folders
             raise DatasetError(f'ImageNet: no usable images under {folder}: {err}') from err
-        if not kwargs.get('lazy_init') and len(self) == 0:
+        if len(self) == 0:
             raise DatasetError(f'ImageNet: split is empty: no images listed under {folder}'
                                + (f' by {ann_file}' if ann_file else ''))

@@ -20,6 +20,26 @@ DATALOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
 EVALUATORS = ('val_evaluator', 'test_evaluator')
 
 
+# Top-level keys that mmengine's Runner / FlexibleRunner and the toolboxes read
+# with a default (cfg.get), so a config need not set them: accepted on the
+# command line although absent. Runner's own arguments are added from its signature.
+RUNNER_KEYS = {'model_wrapper_cfg', 'find_unused_parameters', 'sync_bn', 'compile', 'strategy',
+               'auto_scale_lr', 'custom_hooks', 'custom_imports', 'default_scope', 'env_cfg', 'log_level',
+               'log_processor', 'visualizer', 'randomness', 'resume', 'load_from', 'launcher',
+               'work_dir', 'experiment_name', 'param_scheduler', 'cfg', 'data_preprocessor',
+               'default_hooks', 'train_cfg', 'val_cfg', 'test_cfg', 'train_dataloader', 'val_dataloader',
+               'test_dataloader', 'val_evaluator', 'test_evaluator', 'optim_wrapper', 'tta_model',
+               'tta_pipeline', 'dist_params'}
+
+
+def runner_keys() -> set[str]:
+    """:data:`RUNNER_KEYS` and every argument of ``Runner.__init__``."""
+    import inspect
+
+    from mmengine.runner import Runner
+    return RUNNER_KEYS | set(inspect.signature(Runner.__init__).parameters) - {'self'}
+
+
 class ConfigKeyError(KeyError):
     """A ``--cfg-options`` key that does not exist in the config."""
 
@@ -49,8 +69,15 @@ def check_options(cfg: Config, options: dict) -> None:
     parent looks like it (then it is a deliberate new entry, e.g. an init_cfg).
     """
     root = cfg._cfg_dict if isinstance(cfg, Config) else cfg
+    known = runner_keys()
     for key in options:
         parts = key.split('.')
+        if parts[0] not in root:
+            if parts[0] in known:
+                continue  # read by the runner with a default: a deliberate new entry
+            close = difflib.get_close_matches(parts[0], sorted(set(root) | known), n=3, cutoff=0.75)
+            if close:
+                raise ConfigKeyError(_unknown(key, parts[0], '', sorted(set(root) | known), close))
         parent, missing = _lookup(root, parts[:-1])
         where = '.'.join(parts[:parts.index(missing)]) if missing else '.'.join(parts[:-1])
         if missing is not None:
@@ -120,6 +147,7 @@ def load_config(path: str, options: dict | None = None) -> Config:
         check_options(cfg, options)
         old_root = cfg.get('data_root')
         cfg.merge_from_dict(options)
+        _no_persistent_workers_without_workers(cfg)
         new_root = cfg.get('data_root')
         if 'data_root' in options and old_root is not None and new_root != old_root:
             for name in DATALOADERS:
@@ -264,6 +292,15 @@ def fit_log_interval(cfg: Config) -> str | None:
     logger['interval'] = max(1, max_iters // 4)
     return (f'logging every {logger["interval"]} iterations: default_hooks.logger.interval={interval} '
             f'is longer than this {max_iters}-iteration run')
+
+
+def _no_persistent_workers_without_workers(cfg: Config) -> None:
+    # torch's DataLoader refuses persistent_workers=True with num_workers=0;
+    # a base that sets it should not stop num_workers=0 (debugging, small machines)
+    for name in DATALOADERS:
+        loader = cfg.get(name)
+        if isinstance(loader, dict) and loader.get('num_workers', 1) == 0 and loader.get('persistent_workers'):
+            loader['persistent_workers'] = False
 
 
 def _as_list(value) -> list:

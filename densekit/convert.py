@@ -40,10 +40,60 @@ def build_backbone(family_or_type: str, arch: str | None = None, **kwargs) -> nn
     return MODELS.build(dict(type=f'densekit.{name}', **kwargs))
 
 
+def detect_prefix(state: dict) -> str | None:
+    """``'backbone.'`` when ``state`` is a whole mmseg/mmdet/mmpretrain model
+    (its backbone's keys under that prefix, beside a neck's or heads'), else None."""
+    return 'backbone.' if any(k.startswith('backbone.') for k in state) else None
+
+
+def fit_counts(model: nn.Module, state: dict) -> tuple[int, int]:
+    """(tensors that fit, tensors that do not: missing, unexpected or of
+    another shape, not counting those a release lacks by design) when
+    ``state`` is converted for ``model``; nothing is loaded."""
+    converted = {k: v for k, v in model.checkpoint_filter(state, model).items() if v is not None}
+    pruned = tuple(f'{n}.' for n in getattr(model, 'pruned_modules', ()))
+    if pruned:
+        converted = {k: v for k, v in converted.items() if not k.startswith(pruned)}
+    own = {k: v.shape for k, v in model.state_dict().items()}
+    lacks = tuple(model.release_lacks()) if hasattr(model, 'release_lacks') else ()
+    fit = sum(k in own and tuple(v.shape) == tuple(own[k]) for k, v in converted.items())
+    missing = sum(k not in converted and not (lacks and k.startswith(lacks)) for k in own)
+    return fit, missing + len(converted) - fit
+
+
+def suggest_arch(family_or_type: str, state: dict, **kwargs) -> str | None:
+    """The ``arch`` of the family that ``state`` fits best (most tensors
+    placed, then fewest misfits), built on the meta device (no memory, no
+    init); None when no arch fits every tensor."""
+    name = FAMILIES.get(family_or_type.removeprefix('densekit.').lower(), family_or_type.removeprefix('densekit.'))
+    cls = MODELS.get(f'densekit.{name}')
+    best, best_score = None, None
+    for arch in getattr(cls, 'arch_settings', {}):
+        try:
+            with torch.device('meta'):
+                candidate = build_backbone(family_or_type, arch, **kwargs)
+            fit, misfit = fit_counts(candidate, state)
+        except Exception:  # noqa: BLE001 (an arch the options do not suit: not a candidate)
+            continue
+        if misfit == 0 and (best_score is None or fit > best_score):
+            best, best_score = arch, fit
+    return best
+
+
 def convert_checkpoint(model: nn.Module, src: str | os.PathLike, dst: str | os.PathLike,
                        prefix: str | None = None, strict: bool = False,
-                       progress: bool = True) -> tuple[LoadReport, dict[str, torch.Tensor]]:
+                       progress: bool = True, allow_partial: bool = True,
+                       family: str | None = None,
+                       arch_options: dict | None = None) -> tuple[LoadReport, dict[str, torch.Tensor]]:
     """Convert ``src`` into ``model``'s layout and write it to ``dst``.
+
+    Without ``prefix``, a whole mmseg/mmdet/mmpretrain model is recognised
+    (:func:`detect_prefix`) and its ``backbone.`` weights converted; a pickled
+    whole ``nn.Module`` (loadable only with ``DENSEKIT_TRUST_CHECKPOINTS=1``)
+    gives its ``state_dict()``. With ``allow_partial=False`` a checkpoint that
+    leaves backbone weights missing or has tensors the backbone cannot place
+    is refused (``ValueError``) before anything is written, naming the
+    ``arch`` of ``family`` it fits (built with ``arch_options``) if any.
 
     ``dst`` ending in ``.safetensors`` is written with safetensors, anything
     else as ``{'state_dict': ..., 'meta': {...}}`` holding only tensors, strings
@@ -53,9 +103,21 @@ def convert_checkpoint(model: nn.Module, src: str | os.PathLike, dst: str | os.P
 
     Returns the load report and the converted state dict.
     """
-    state = extract_state_dict(load_file(src), prefix)
+    raw = extract_state_dict(load_file(src))
+    if prefix is None:
+        prefix = detect_prefix(raw)
+    state = extract_state_dict(raw, prefix)
     if not state:
         raise ValueError(f'{src}: no weights found' + (f" under prefix '{prefix}'" if prefix else ''))
+    if not allow_partial:
+        fit, misfit = fit_counts(model, state)
+        if misfit:
+            arch = suggest_arch(family or type(model).__name__, state, **(arch_options or {}))
+            hint = (f"it fits --arch {arch}" if arch else
+                    'no arch of this family fits it (another family, or an intermediate checkpoint?)')
+            raise ValueError(f'{src}: only {fit} of its tensors fit {type(model).__name__}, {misfit} do not '
+                             f'(missing, unexpected or of another shape): {hint}; '
+                             '--allow-partial writes the partial conversion')
     converted = model.checkpoint_filter(state, model)
     report = load_state(model, state, lambda *_: converted, str(src), strict=strict)
     own = model.state_dict().keys()

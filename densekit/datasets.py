@@ -52,17 +52,25 @@ class CheckedSegDatasetMixin(NamedSampleErrorsMixin):
                  'set data_root / data_prefix in the config.')
 
     def __init__(self, *args, **kwargs):
-        root = kwargs.get('data_root') or ''
-        prefix = kwargs.get('data_prefix', {})
-        folders = [osp.join(root, prefix.get(k, '')) for k in ('img_path', 'seg_map_path')]
-        missing = [f for f in folders if not osp.isdir(f)]
-        if missing:
-            raise FileNotFoundError(
-                f"{type(self).__name__}: data folder(s) not found: {', '.join(missing)}. "
-                + self.help_text.format(root=root or '.', img=prefix.get('img_path', ''),
-                                        seg=prefix.get('seg_map_path', '')))
+        # the paths as given, for the messages (mmengine joins them in place)
+        self._given_paths = (kwargs.get('data_root') or '', dict(kwargs.get('data_prefix', {})))
         super().__init__(*args, **kwargs)
         self._check_sizes_after_loading()
+
+    def full_init(self) -> None:
+        """The folder checks run when the data is loaded, not when the dataset
+        is built with ``lazy_init=True`` only for its metainfo (the toolboxes'
+        inference APIs do that)."""
+        if not self._fully_initialized:
+            root, prefix = self._given_paths
+            folders = [osp.join(root, prefix.get(k, '')) for k in ('img_path', 'seg_map_path')]
+            missing = [f for f in folders if not osp.isdir(f)]
+            if missing:
+                raise FileNotFoundError(
+                    f"{type(self).__name__}: data folder(s) not found: {', '.join(missing)}. "
+                    + self.help_text.format(root=root or '.', img=prefix.get('img_path', ''),
+                                            seg=prefix.get('seg_map_path', '')))
+        super().full_init()
 
     def load_data_list(self) -> list[dict]:
         # checked here: mmengine's serialisation fails on an empty list first

@@ -18,10 +18,12 @@ these up front and decides the doubtful cases as follows:
   warning per file with the first example; a file where *no* box is usable is
   an error (its boxes are not ``[x, y, width, height]`` in pixels). CocoMetric
   scores against the annotation file as it is, as COCO's evaluation does.
-* **image without annotations**: dropped from training by mmdet's
-  ``filter_cfg=dict(filter_empty_gt=True)`` (our COCO configs set it), kept in
-  evaluation (test_mode), where its false positives count, as in COCO's own
-  evaluation. If filtering leaves no training image, that is an error.
+* **image without a usable annotation** (none, or only crowd boxes and boxes
+  skipped above): dropped from training by ``filter_cfg=dict(filter_empty_gt=True)``
+  (our COCO configs set it; mmdet alone keeps an image whose boxes are all
+  crowd or skipped, with no ground truth), kept in evaluation (test_mode),
+  where its false positives count, as in COCO's own evaluation. If filtering
+  leaves no training image, that is an error.
 """
 from __future__ import annotations
 
@@ -138,10 +140,18 @@ class CocoDataset(NamedSampleErrorsMixin, MMDetCocoDataset):
     module docstring for each case)."""
 
     def __init__(self, *args, **kwargs):
-        if not kwargs.get('lazy_init'):  # mmdet's init_detector builds it lazily for its metainfo only
-            self._check_paths(kwargs.get('data_root') or '', kwargs.get('ann_file', ''),
-                              kwargs.get('data_prefix', {}).get('img', ''))
+        # the paths as given, for the messages (mmengine joins them in place)
+        self._given_paths = (kwargs.get('data_root') or '', kwargs.get('ann_file', ''),
+                             kwargs.get('data_prefix', {}).get('img', ''))
         super().__init__(*args, **kwargs)
+
+    def full_init(self) -> None:
+        """The file checks run when the data is loaded, not when the dataset is
+        built with ``lazy_init=True`` only for its metainfo (mmdet's
+        ``init_detector`` does that)."""
+        if not self._fully_initialized:
+            self._check_paths(*self._given_paths)
+        super().full_init()
 
     @staticmethod
     def _check_paths(root: str, ann_file: str, img_dir: str) -> None:
@@ -218,6 +228,10 @@ class CocoDataset(NamedSampleErrorsMixin, MMDetCocoDataset):
 
     def filter_data(self) -> list[dict]:
         data_list = super().filter_data()
+        if not self.test_mode and (self.filter_cfg or {}).get('filter_empty_gt', False):
+            # mmdet keeps images that have only crowd (ignored) or skipped boxes
+            data_list = [info for info in data_list
+                         if any(not inst.get('ignore_flag', 0) for inst in info['instances'])]
         if not data_list and self.data_list and not self.test_mode:
             raise DatasetError(
                 f'{self.ann_file}: all {len(self.data_list)} images were filtered out for training '

@@ -254,3 +254,38 @@ def caption(image: np.ndarray, labels: tuple[str, ...]) -> np.ndarray:
                     (0, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([strip, image], axis=0)
 
+
+@HOOKS.register_module()
+class BatchNormInputHook(Hook):
+    """Stop at the first BatchNorm that would train on one value per channel.
+
+    torch raises "Expected more than 1 value per channel when training" from
+    inside the model (UPerHead's pool-scale-1 branch at batch 1, a stem on a
+    tiny input) without saying which layer or what to change. This hook
+    checks every training BatchNorm's input (batch x height x width > 1) and
+    raises a ``ValueError`` naming the layer, the batch size setting and the
+    fixes. SyncBatchNorm in a multi-process run counts the whole batch and is
+    not checked."""
+
+    priority = 'VERY_HIGH'
+
+    def before_train(self, runner) -> None:
+        model = runner.model.module if hasattr(runner.model, 'module') else runner.model
+        synced = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        batch = runner.cfg.get('train_dataloader', {}).get('batch_size')
+        for name, module in model.named_modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and not (
+                    synced and isinstance(module, torch.nn.SyncBatchNorm)):
+                module.register_forward_pre_hook(_one_value_check(name, batch))
+
+
+def _one_value_check(name: str, batch):
+    def check(module, args):
+        x = args[0] if args else None
+        if module.training and torch.is_tensor(x) and x.dim() > 1 and x.numel() // max(x.shape[1], 1) <= 1:
+            raise ValueError(
+                f'BatchNorm layer {name} gets one value per channel in training (input {tuple(x.shape)}, '
+                f'train_dataloader.batch_size={batch} per process): use a batch of >= 2 images per '
+                "process, GroupNorm (the layer's norm_cfg=dict(type='GN', num_groups=32)), "
+                'or SyncBN across several GPUs')
+    return check

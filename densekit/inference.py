@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -27,7 +28,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 from torch import nn
 
-from .checkpoint import extract_state_dict, load_file
+from .checkpoint import check_fits, extract_state_dict, load_file
 from .config import load_config, task_of
 from .whole_model import describe_variant, release_state_dict, to_model_layout
 from .wiring import check_wiring
@@ -100,28 +101,46 @@ def init_model(config: str | Config, checkpoint: str | None = None, device: str 
 
 
 def _init_model(cfg: Config, task: str, checkpoint: str | None, device: str) -> Predictor:
+    # the toolboxes' loaders would print every unexpected key, and mmseg's
+    # needs the checkpoint's 'meta': build without weights, check the fit
+    # (one error with the likely cause), then load
     raw = load_file(checkpoint) if checkpoint else {}
     state = extract_state_dict(release_state_dict(raw)) if checkpoint else None
     if task == 'segmentation':
         from mmseg.apis import init_model as init_segmentor
-        model = init_segmentor(cfg, checkpoint, device=device)
+        model = init_segmentor(cfg, None, device='cpu')
     elif task == 'detection':
         from mmdet.apis import init_detector
-        model = init_detector(cfg, checkpoint, device=device)
+        model = init_detector(cfg, None, device='cpu')
     else:
         from mmpretrain.apis import ImageClassificationInferencer, get_model
-        model = get_model(cfg, pretrained=checkpoint or False, device=device)
+        model = get_model(cfg, pretrained=False, device='cpu')
     check_wiring(model)
-    if state is not None:
-        # the toolboxes loaded it through densekit.whole_model (their zoos' and
-        # release layouts); check what that made of it
-        _check_fits(model, to_model_layout(model, state), checkpoint, getattr(cfg, 'filename', None) or 'the config')
-    if task != 'classification' and 'dataset_meta' not in raw.get('meta', {}):
+    if state is None:
+        _warn_random_weights(getattr(cfg, 'filename', None) or 'the config')
+    else:
+        state = fit_checkpoint(model, state, checkpoint, getattr(cfg, 'filename', None) or 'the config')
+        model.load_state_dict(state, strict=True)
+    meta = raw.get('meta') if isinstance(raw.get('meta'), dict) else {}
+    if meta.get('dataset_meta'):
+        model.dataset_meta = meta['dataset_meta']
+    elif task != 'classification':
         # mmseg/mmdet would guess the classes from their count (e.g. Cityscapes
         # for 19); the config's own test dataset knows them
         model.dataset_meta = _config_dataset_meta(cfg) or getattr(model, 'dataset_meta', None)
+    model.to(device)
     classifier = ImageClassificationInferencer(model, pretrained=False) if task == 'classification' else None
     return Predictor(model.eval(), task, cfg.default_scope, classifier)
+
+
+_WARNED_RANDOM: set[str] = set()
+
+
+def _warn_random_weights(config: str) -> None:
+    if config not in _WARNED_RANDOM:
+        _WARNED_RANDOM.add(config)
+        warnings.warn(f'init_model({config}, checkpoint=None): no checkpoint given, the model predicts '
+                      'with random weights (pass the .pth of a trained model)', UserWarning, stacklevel=4)
 
 
 def _config_dataset_meta(cfg: Config) -> dict | None:
@@ -132,19 +151,23 @@ def _config_dataset_meta(cfg: Config) -> dict | None:
     return meta if 'classes' in meta and 'palette' in meta else None
 
 
-def _check_fits(model: nn.Module, state: dict, checkpoint: str, config: str) -> None:
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(f'{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}'
-                    for k in set(own) & set(state) if state[k].shape != own[k].shape)
-    problems = [f'{name} ({len(keys)}): {", ".join(keys[:10])}' + (' ...' if len(keys) > 10 else '')
-                for name, keys in (('missing', missing), ('unexpected', unexpected), ('shape mismatch', shapes))
-                if keys]
-    if problems:
+def fit_checkpoint(model: nn.Module, state: dict, checkpoint: str, config: str) -> dict:
+    """``state`` in ``model``'s layout (toolbox zoos and releases converted by
+    :func:`densekit.whole_model.to_model_layout`), checked to fit exactly.
+
+    Raises:
+        ValueError: one message with counts, the first keys and the likely
+            cause (another variant of the backbone named first).
+    """
+    state = to_model_layout(model, state)
+    try:
+        check_fits(model, state, checkpoint, config)
+    except ValueError as err:
         variant = describe_variant(model, state)
-        raise ValueError(f'{checkpoint} does not fit the model of {config}' + (f': {variant}' if variant else '')
-                         + ':\n  ' + '\n  '.join(problems))
+        if variant:
+            raise ValueError(f'{checkpoint} does not fit the model of {config}: {variant}') from err
+        raise
+    return state
 
 
 def expand_images(paths: Iterable[str | os.PathLike], skipped: list | None = None) -> list[Path]:

@@ -62,10 +62,14 @@ class SimpleFeaturePyramid(BaseModule):
         norm_cfg: ``dict(type='LN2d' | 'BN' | 'SyncBN' | 'GN', ...)``; default
             LN2d in 'simple' mode (timm's LayerNorm2d), BN in 'beit' mode.
 
-    Input: a tuple of (B, C, H, W) maps: one map, shared by every level, or
+    Input: a tuple of (B, C, h, w) maps: one map, shared by every level, or
     ``len(out_strides)`` maps, map i feeding level i (BEiT/MAE take them from
     different blocks). Output: a tuple of (B, out_channels[i],
-    ceil(H * p / s_i), ceil(W * p / s_i)) maps.
+    ceil(h * p / s_i), ceil(w * p / s_i)) maps, the padded image at stride
+    s_i; when the tuple carries the image's size (``backbones.base.LevelMaps``,
+    as our ViTs and ConvMixer return) each level is cropped to the image's
+    ceil(H / s_i) x ceil(W / s_i), the size every pyramid family returns
+    (the padding is at the bottom and right, so the crop keeps the alignment).
     """
 
     def __init__(self, in_channels: int, out_channels: int | None = 256, in_stride: int = 16,
@@ -112,6 +116,7 @@ class SimpleFeaturePyramid(BaseModule):
         if len(inputs) not in (1, levels):
             raise ValueError(f'SimpleFeaturePyramid: expected 1 or {levels} input maps (one per '
                              f'out_strides entry), got {len(inputs)}; check the backbone\'s out_indices')
+        image_size = getattr(inputs, 'image_size', None)
         outs = []
         for i, s in enumerate(self.out_strides):
             x = inputs[i if len(inputs) == levels else 0]
@@ -121,5 +126,7 @@ class SimpleFeaturePyramid(BaseModule):
             # a trace (ONNX export) keeps the resize: whether it is needed depends on the size
             if torch.jit.is_tracing() or tuple(x.shape[-2:]) != size:
                 x = F.interpolate(x, size=size, mode='bilinear', align_corners=False)
+            if image_size is not None:
+                x = x[..., :-(-image_size[0] // s), :-(-image_size[1] // s)]
             outs.append(self.convs[i](x))
         return tuple(outs)

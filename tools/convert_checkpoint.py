@@ -7,6 +7,12 @@ backbone layout, with a report of matched, missing, unexpected and ignored keys.
     python tools/convert_checkpoint.py swin upernet_swin.pth swin_t.pth --prefix backbone.   # its backbone
     python tools/convert_checkpoint.py configs/upernet_swin_ade20k.py upernet_swin.pth ours.pth  # whole model
 
+A checkpoint that does not fit the backbone fully (weights missing, or
+tensors it cannot place) is refused, naming the --arch it fits;
+--allow-partial writes the partial conversion. Weights a classifier release
+cannot hold (the pyramid's output norms before the last level) are reported
+as expected and left at their initialisation.
+
 FAMILY_OR_TYPE is a family (swin, vit, mae, vitae, levit, coatnet, convmixer) or
 a type (SwinTransformer). DST ending in .safetensors is written with
 safetensors, else as {'state_dict', 'meta'} that loads with weights_only=True.
@@ -33,8 +39,10 @@ def main(argv=None):
     parser.add_argument('src', help='release checkpoint (.pth, .pt, .bin or .safetensors)')
     parser.add_argument('dst', help='output file (.pth or .safetensors)')
     parser.add_argument('--arch', help="variant, e.g. tiny, base, 256, 768_32, 0 (default: the family's)")
-    parser.add_argument('--prefix', help="keep only keys under this prefix, e.g. 'backbone.' for a whole "
-                        'mmseg/mmdet/mmpretrain model')
+    parser.add_argument('--prefix', help="keep only keys under this prefix (default: 'backbone.' when SRC is "
+                        'a whole mmseg/mmdet/mmpretrain model)')
+    parser.add_argument('--allow-partial', action='store_true',
+                        help='write the conversion even when backbone weights are missing or tensors do not fit')
     parser.add_argument('--options', nargs='+', action=DictAction, default={}, metavar='KEY=VALUE',
                         help='other backbone arguments, e.g. out_norm=last img_size=384')
     parser.add_argument('--strict', action='store_true', help='fail when any backbone weight is missing '
@@ -52,10 +60,13 @@ def main(argv=None):
             print(f'wrote {len(out)} tensors ({args.family}) to {args.dst}')
             return
         model = build_backbone(args.family, args.arch, **args.options)
-        report, out = convert_checkpoint(model, args.src, args.dst, prefix=args.prefix, strict=args.strict)
+        report, out = convert_checkpoint(model, args.src, args.dst, prefix=args.prefix, strict=args.strict,
+                                         allow_partial=args.allow_partial, family=args.family,
+                                         arch_options=args.options)
         print(f'{type(model).__name__}(arch={args.arch or "default"}): matched {report.loaded} of '
               f'{len(model.state_dict())} backbone tensors; missing {len(report.missing)}, '
-              f'unexpected {len(report.unexpected)}, ignored {len(report.ignored)}')
+              f'unexpected {len(report.unexpected)}, ignored {len(report.ignored)}'
+              + (f', expected absent {len(report.expected)}' if report.expected else ''))
         print(report)
         print(f'wrote {len(out)} tensors to {args.dst}')
 

@@ -20,7 +20,8 @@ import densekit  # noqa: E402,F401
 from densekit.checkpoint import extract_state_dict, load_file  # noqa: E402
 from densekit.cli import add_common_args, build_runner, parse, stdout_to_log, user_errors, work_dir_for  # noqa: E402
 from densekit.config import enable_tta, enable_visualization, load_config, task_of  # noqa: E402
-from densekit.whole_model import describe_variant, release_state_dict, to_model_layout  # noqa: E402
+from densekit.inference import fit_checkpoint  # noqa: E402
+from densekit.whole_model import release_state_dict  # noqa: E402
 
 
 def main(argv=None):
@@ -46,17 +47,18 @@ def main(argv=None):
         out = os.path.join(cfg.work_dir, args.out) if args.out and not os.path.isabs(args.out) else args.out
         if args.tta:
             print(enable_tta(cfg, args.config))
-        load_file(args.checkpoint)  # readable and weights-only, before building anything
+        # readable and weights-only, before building anything
+        state = extract_state_dict(release_state_dict(load_file(args.checkpoint)))
         cfg.load_from = None
 
+        from mmengine.model import is_model_wrapper
         runner = build_runner(cfg, verbose=args.verbose)
+        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        fit_checkpoint(model, state, args.checkpoint, args.config)  # one message, before mmengine lists every key
         try:
             runner.load_checkpoint(args.checkpoint, map_location='cpu', strict=True)
         except RuntimeError as err:
-            state = to_model_layout(runner.model, extract_state_dict(release_state_dict(load_file(args.checkpoint))))
-            variant = describe_variant(runner.model, state)
-            raise ValueError(f'{args.checkpoint} does not fit the model of {args.config}'
-                             + (f': {variant}' if variant else '') + f':\n{err}') from err
+            raise ValueError(f'{args.checkpoint} does not fit the model of {args.config}:\n{err}') from err
         # numpy scalars -> Python numbers, so they print plainly and dump as JSON
         with stdout_to_log(runner, args.verbose):
             metrics = runner.test()
