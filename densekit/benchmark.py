@@ -537,14 +537,7 @@ class Runner:
 
     def peak_memory(self, step: Callable[[], None]) -> int:
         """Peak bytes of tensors allocated by ``step`` above those live before it."""
-        if self.device.startswith('cuda'):
-            torch.cuda.synchronize()
-            base = torch.cuda.memory_allocated()
-            torch.cuda.reset_peak_memory_stats()
-            step()
-            torch.cuda.synchronize()
-            return torch.cuda.max_memory_allocated() - base
-        return cpu_peak_memory(step)
+        return peak_memory(step, self.device)
 
 
 ONNX_ROW = 'densekit (onnxruntime)'
@@ -592,6 +585,19 @@ def export_for_onnxruntime(model: nn.Module, inputs: torch.Tensor, path: str) ->
     model = exportable(model).eval()
     with torch.no_grad():
         torch.onnx.export(model, (inputs,), path, dynamo=False, opset_version=OPSET, input_names=['inputs'])
+
+
+def peak_memory(step: Callable[[], None], device: str) -> int:
+    """Peak bytes of tensors allocated by ``step`` above those live before it
+    (CUDA's allocator statistics, or :func:`cpu_peak_memory`)."""
+    if device.startswith('cuda'):
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        step()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base
+    return cpu_peak_memory(step)
 
 
 def cpu_peak_memory(step: Callable[[], None]) -> int:

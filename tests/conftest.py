@@ -78,3 +78,16 @@ def input_and_bias_table_grads(model, run, x) -> list[torch.Tensor]:
     sum((o * torch.randn(o.shape, generator=weights)).sum() for o in outs).backward()
     tables = [p.grad for n, p in model.named_parameters() if n.endswith('relative_position_bias_table')]
     return [x.grad, *tables]
+
+
+def perturb(model: torch.nn.Module) -> None:
+    """Non-trivial weights and BatchNorm statistics (seeded), so parity is not
+    between two near-identity random inits."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.02)
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)

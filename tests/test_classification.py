@@ -11,7 +11,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from conftest import ROOT, run_tool
+from conftest import ROOT, perturb, run_tool
 
 import densekit  # noqa: F401  (registries)
 from densekit.datasets import DatasetError
@@ -62,19 +62,6 @@ def test_parameter_count_matches_the_paper(variant):
         assert round(ours, 6) == round(ref, 6), (variant, ours, ref)
 
 
-def _perturb(model: torch.nn.Module) -> None:
-    """Non-trivial weights and BatchNorm statistics, so parity is not between
-    two near-identity random inits."""
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.02)
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-
-
 # variant -> (timm model, input size, timm head key prefix -> ours); ViT at 112
 # (both position embeddings built for 7x7 patches) to keep the test fast
 PARITY = {
@@ -95,7 +82,7 @@ def test_logits_match_timm(variant):
     torch.manual_seed(0)
     sized = variant.startswith('vit')
     ref = timm.create_model(name, **(dict(img_size=size) if sized else {})).eval()
-    _perturb(ref)
+    perturb(ref)
     sd = ref.state_dict()
     cfg = Config.fromfile(str(CONFIGS / f'{variant}_imagenet.py'))
     if sized:

@@ -15,7 +15,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import MODELS, DefaultScope
 
-from conftest import ROOT, TINY_SEG, run_tool
+from conftest import ROOT, TINY_SEG, perturb, run_tool
 
 import densekit  # noqa: F401  (registries)
 
@@ -90,14 +90,7 @@ def tiny_model(family: str, task: str) -> tuple[torch.nn.Module, Config]:
                 cfg.model.head.hidden_channels = 16
             cfg.model.pop('teacher', None)
         model = MODELS.build(cfg.model)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.02)
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    perturb(model)
     return model.eval(), cfg
 
 

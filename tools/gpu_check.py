@@ -415,7 +415,7 @@ def attention_cases(device: str) -> list[tuple[str, dict]]:
 
 def check_attention(report: Report, device: str) -> None:
     from backbones.layers import TableBias, _attend, biased_attention
-    from densekit.benchmark import cpu_peak_memory
+    from densekit.benchmark import peak_memory
     amp = 'fp16' if device == 'cuda' else 'fp32'  # CPU: fp32, the dtype CPU training runs in
     dtype = DTYPES[amp]
     for name, c in attention_cases(device):
@@ -450,7 +450,7 @@ def check_attention(report: Report, device: str) -> None:
             for label, fn in (('ours', ours), ('plain', plain)):  # a warm-up, the results, the peak memory
                 step(fn)
                 res[label] = [fn().detach()] + [t.grad.clone() for t in leaves]
-                res[label + '_mem'] = peak_bytes(lambda: step(fn), device, cpu_peak_memory)
+                res[label + '_mem'] = peak_memory(lambda: step(fn), device)
             times = {'ours': [], 'plain': []}
             for _ in range(10 if device == 'cuda' else 3):  # interleaved
                 for label, fn in (('ours', ours), ('plain', plain)):
@@ -468,17 +468,6 @@ def check_attention(report: Report, device: str) -> None:
                            f'{res["plain_mem"] / 2**20:.0f} MB; faster: {faster}; out/dq/dk/dv/dtable rel. '
                            f'diff max {max(errs):.1e} (<= {bound:.0e})')
             r['status'] = 'PASS' if max(errs) <= bound else 'FAIL'
-
-
-def peak_bytes(step, device: str, cpu_peak_memory) -> int:
-    if device != 'cuda':
-        return cpu_peak_memory(step)
-    torch.cuda.synchronize()
-    base = torch.cuda.memory_allocated()
-    torch.cuda.reset_peak_memory_stats()
-    step()
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() - base
 
 
 # -- train ---------------------------------------------------------------------
