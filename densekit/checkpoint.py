@@ -219,6 +219,12 @@ def likely_cause(own: list[str], found: list[str], shapes: list[str]) -> str:
             if n > len(found) // 2:
                 return (f"the checkpoint holds only the '{head}' part: start training from it with "
                         f"model.{head}.init_cfg=dict(type='Pretrained', checkpoint=PATH)")
+    parts = {k.partition('.')[0] for k in found_set}
+    if len(parts) == 1 and found_set < own_set and not shapes:  # a part, already placed under its prefix
+        head = parts.pop()
+        if all(k in found_set for k in own if k.startswith(head + '.')):
+            return (f"the checkpoint holds only the '{head}' part: start training from it with "
+                    f"model.{head}.init_cfg=dict(type='Pretrained', checkpoint=PATH)")
     if shapes:
         return 'a checkpoint of another variant or config (the widths of shared layers differ)'
 

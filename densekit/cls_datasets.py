@@ -41,6 +41,10 @@ class ImageNet(NamedSampleErrorsMixin, MMPretrainImageNet):
         prefix = data_prefix.get('img_path', '') if isinstance(data_prefix, dict) else data_prefix
         # the paths as given, for the messages (mmengine joins them in place)
         self._given_paths = (data_root, osp.join(data_root, prefix or split), ann_file)
+        classes_file = osp.join(data_root, 'meta', 'classes.txt')
+        if (kwargs.get('classes') is None and 'classes' not in (kwargs.get('metainfo') or {})
+                and osp.isfile(classes_file)):
+            kwargs['classes'] = classes_file
         super().__init__(data_root=data_root, split=split, data_prefix=data_prefix,
                          ann_file=ann_file, **kwargs)
 
@@ -56,10 +60,6 @@ class ImageNet(NamedSampleErrorsMixin, MMPretrainImageNet):
         if ann_file and not osp.isfile(osp.join(data_root, ann_file)):
             raise FileNotFoundError(f'ImageNet: annotation file not found: {osp.join(data_root, ann_file)}. '
                                     + IMAGENET_HELP.format(root=data_root or '.'))
-        classes_file = osp.join(data_root, 'meta', 'classes.txt')
-        if (kwargs.get('classes') is None and 'classes' not in (kwargs.get('metainfo') or {})
-                and osp.isfile(classes_file)):
-            kwargs['classes'] = classes_file
         try:
             super().full_init()
         except RuntimeError as err:  # mmpretrain's folder scan: no images / empty class folders

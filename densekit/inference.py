@@ -164,8 +164,9 @@ def fit_checkpoint(model: nn.Module, state: dict, checkpoint: str, config: str) 
         check_fits(model, state, checkpoint, config)
     except ValueError as err:
         variant = describe_variant(model, state)
-        if variant:
-            raise ValueError(f'{checkpoint} does not fit the model of {config}: {variant}') from err
+        head = f'{checkpoint} does not fit the model of {config}: '
+        if variant and str(err).startswith(head):  # which variant, first
+            raise ValueError(f'{head}{variant}: {str(err)[len(head):]}') from err
         raise
     return state
 

@@ -148,7 +148,7 @@ def test_checkpoint_that_does_not_fit_names_keys(tmp_path):
     path = tmp_path / 'small.pth'
     torch.save(SwinTransformer(arch=TINY).state_dict(), path)
     model = SwinTransformer(arch=dict(TINY, embed_dims=24), out_indices=(0, 1, 2, 3))
-    with pytest.raises(ValueError, match=r'(?s)small\.pth does not fit SwinTransformer.*patch_embed\.proj\.weight.*and 107 more'):
+    with pytest.raises(ValueError, match=r'small\.pth does not fit SwinTransformer: \d+ of \d+ tensors match; \d+ of another shape \(e\.g\. patch_embed\.proj\.weight'):
         model.load_pretrained(str(path))
     with pytest.raises(FileNotFoundError, match='nowhere.pth'):
         model.load_pretrained(str(tmp_path / 'nowhere.pth'))
