@@ -86,7 +86,7 @@ class LevelMaps(tuple):
 
     def __new__(cls, maps, image_size: tuple[int, int]):
         obj = super().__new__(cls, maps)
-        obj.image_size = tuple(int(s) for s in image_size)
+        obj.image_size = tuple(image_size)  # not int(): a trace (ONNX export) keeps the sizes symbolic
         return obj
 
     def __reduce__(self):

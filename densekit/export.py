@@ -405,28 +405,12 @@ class OnnxPredictor:
 
 def onnx_inference(config: str, onnx_path: str, images: Sequence[str | os.PathLike],
                    out_dir: str | os.PathLike | None = None, topk: int = 5, opacity: float = 0.5,
-                   progress: bool = True) -> list[Any]:
+                   progress: bool = True, skipped: list | None = None) -> list[Any]:
     """:func:`densekit.inference.inference` for an exported model: the same
-    files (``<image stem>.png`` overlays, ``topk.json``) from onnxruntime."""
-    import mmcv
-
-    from .inference import _progress, expand_images
+    files (``<image stem>.png`` overlays, ``topk.json``) and the same skipping
+    of unreadable files, from onnxruntime."""
+    from .inference import predict_files
     predictor = OnnxPredictor(config, onnx_path)
-    paths = expand_images(images)
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-    results = []
-    for path in _progress(paths, progress):
-        image = mmcv.imread(str(path))
-        if image is None:
-            raise ValueError(f'{path}: not a readable image')
-        result = predictor.predict(image, topk, source=str(path))
-        if predictor.task == 'classification':
-            result = {'image': str(path), **result}
-        elif out_dir is not None:
-            predictor.draw(str(path), result, out_dir / f'{path.stem}.png', opacity)
-        results.append(result)
-    if out_dir is not None and predictor.task == 'classification':
-        (out_dir / 'topk.json').write_text(json.dumps(results, indent=2))
-    return results
+    return predict_files(images, lambda image, path: predictor.predict(image, topk, source=str(path)),
+                         lambda path, result, out_file: predictor.draw(str(path), result, out_file, opacity),
+                         predictor.task, out_dir, progress, skipped)

@@ -228,16 +228,33 @@ def inference(config: str | Config, checkpoint: str | None, images: Sequence[str
     given directory, is skipped with a warning; with ``skipped``, each is
     appended there as ``(path, reason)``.
     """
-    import warnings
     predictor = init_model(config, checkpoint, device, cfg_options)
+    return predict_files(images, lambda image, path: predictor.predict(image, topk),
+                         lambda path, result, out_file: predictor.draw(str(path), result, out_file, score_thr,
+                                                                     opacity),
+                         predictor.task, out_dir, progress, skipped)
+
+
+def predict_files(images: Sequence[str | os.PathLike], predict, draw, task: str,
+                  out_dir: str | os.PathLike | None = None, progress: bool = True,
+                  skipped: list | None = None) -> list[Any]:
+    """The image loop shared by checkpoints and exported models: ``predict(image,
+    path)`` on each readable image (HxWx3 BGR), ``draw(path, result, out_file)``
+    for segmentation and detection, ``topk.json`` for classification.
+
+    Unreadable files, and non-images inside a given directory, are skipped
+    with a warning and appended to ``skipped`` as ``(path, reason)``.
+    """
+    import warnings
+
+    import mmcv
     skipped = [] if skipped is None else skipped
     paths = expand_images(images, skipped)
     for path, reason in skipped:
-        warnings.warn(f'{path}: skipped, {reason}', stacklevel=2)
+        warnings.warn(f'{path}: skipped, {reason}', stacklevel=3)
     if out_dir is not None:
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-    import mmcv
     results, names = [], set()
     for path in _progress(paths, progress):
         try:
@@ -247,16 +264,16 @@ def inference(config: str | Config, checkpoint: str | None, images: Sequence[str
         else:
             why = 'not a readable image'
         if image is None:
-            warnings.warn(f'{path}: skipped, {why}', stacklevel=2)
+            warnings.warn(f'{path}: skipped, {why}', stacklevel=3)
             skipped.append((path, why))
             continue
-        result = predictor.predict(image, topk)
-        if predictor.task == 'classification':
+        result = predict(image, path)
+        if task == 'classification':
             result = {'image': str(path), **result}
         elif out_dir is not None:
-            predictor.draw(str(path), result, out_dir / png_name(path, names), score_thr, opacity)
+            draw(path, result, out_dir / png_name(path, names))
         results.append(result)
-    if out_dir is not None and predictor.task == 'classification':
+    if out_dir is not None and task == 'classification':
         (out_dir / 'topk.json').write_text(json.dumps(results, indent=2))
     return results
 

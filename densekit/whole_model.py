@@ -122,6 +122,9 @@ def describe_variant(model: nn.Module, state: dict[str, torch.Tensor]) -> str | 
     variant of the model's backbone (other depths or widths), else None."""
     own = model.state_dict()
     backbone = type(getattr(model, 'backbone', None)).__name__
+    shared = [k for k in state if k.startswith('backbone.')]
+    if not shared or sum(k in own for k in shared) < len(shared) // 2:
+        return None  # mostly foreign backbone keys: another family, not another variant
     ours, theirs = _depths(own), _depths(state)
     if theirs and ours and theirs != ours:
         return f'the checkpoint is another variant of {backbone}: blocks per stage {theirs}, the config has {ours}'

@@ -127,6 +127,6 @@ class SimpleFeaturePyramid(BaseModule):
             if torch.jit.is_tracing() or tuple(x.shape[-2:]) != size:
                 x = F.interpolate(x, size=size, mode='bilinear', align_corners=False)
             if image_size is not None:
-                x = x[..., :-(-image_size[0] // s), :-(-image_size[1] // s)]
+                x = x[..., :(image_size[0] + s - 1) // s, :(image_size[1] + s - 1) // s]
             outs.append(self.convs[i](x))
         return tuple(outs)

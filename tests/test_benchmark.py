@@ -270,4 +270,4 @@ def test_onnxruntime_row_times_our_exported_model_forward_only(capsys, tmp_path)
         assert len(r['forward_s']) == 2 and min(r['forward_s']) > 0 and r['train_s'] == []
     assert bench['results'][1]['forward_peak'] is None
     assert 'onnxruntime / eager forward time' in out and '/ mmseg: ' in out
-    assert '| densekit (onnxruntime) |' in results.read_text() and 'command: tools/benchmark.py' in results.read_text()
+    assert '| densekit (onnxruntime) |' in results.read_text() and '`tools/benchmark.py' in results.read_text()

@@ -179,7 +179,7 @@ def test_missing_data_says_where_coco_is_expected(tmp_path, capsys):
     # through the tool: one line naming the folder and the fix, no traceback
     with pytest.raises(SystemExit) as exit_:
         run_main(capsys, 'train', str(ROOT / 'configs' / 'mask-rcnn_swin-t_fpn_1x_coco.py'),
-                 '--work-dir', str(tmp_path / 'work'), '--cfg-options', f'data_root={tmp_path}/none/')
+                 '--work-dir', str(tmp_path / 'work'), '--cfg-options', f'data_root={tmp_path}/none/', 'model.backbone.init_cfg=None')
     err = capsys.readouterr().err
     assert exit_.value.code == 1 and 'Traceback' not in err
     assert f'data root {tmp_path}/none/ not found' in err and '--cfg-options data_root=PATH' in err

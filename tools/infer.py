@@ -6,7 +6,7 @@
 
 Segmentation: <image stem>.png overlays; detection: <image stem>.png with boxes
 and masks (score >= --score-thr); classification: out/topk.json with the top-k
-classes per image. Two inputs with one stem (a.jpg, a.png) give a_jpg.png and
+classes per image. Two inputs with one stem (a.jpg, then a.png) give a.png and
 a_png.png. IMAGES may be files or directories; unreadable files and non-images
 in a directory are skipped with a warning and counted.
 A CHECKPOINT ending in .onnx (tools/export.py) runs in onnxruntime on the CPU, with
@@ -41,20 +41,19 @@ def main(argv=None):
     # skipped files are warned about in one line each, without the source line
     warnings.formatwarning = lambda message, category, *_, **__: f'infer: warning: {message}\n'
     with user_errors('infer'):
+        skipped = []
         if args.checkpoint.endswith('.onnx'):
             from densekit.export import onnx_inference
             results = onnx_inference(args.config, args.checkpoint, args.images, out_dir=args.out, topk=args.topk,
-                                     opacity=args.opacity)
-            print(f'{len(results)} image(s) -> {args.out}')
-            return
-        if args.device.startswith('cuda'):
-            import torch
-            if not torch.cuda.is_available():
-                raise ValueError(f'--device {args.device}: no CUDA device is available here; use --device cpu')
-        skipped = []
-        results = inference(args.config, args.checkpoint, args.images, device=args.device, out_dir=args.out,
-                            topk=args.topk, score_thr=args.score_thr, opacity=args.opacity,
-                            cfg_options=args.cfg_options, skipped=skipped)
+                                     opacity=args.opacity, skipped=skipped)
+        else:
+            if args.device.startswith('cuda'):
+                import torch
+                if not torch.cuda.is_available():
+                    raise ValueError(f'--device {args.device}: no CUDA device is available here; use --device cpu')
+            results = inference(args.config, args.checkpoint, args.images, device=args.device, out_dir=args.out,
+                                topk=args.topk, score_thr=args.score_thr, opacity=args.opacity,
+                                cfg_options=args.cfg_options, skipped=skipped)
         print(f'{len(results)} image(s) -> {args.out}' + (f'; skipped {len(skipped)} file(s): '
               + ', '.join(str(p) for p, _ in skipped[:3]) + (' ...' if len(skipped) > 3 else '') if skipped else ''))
 
