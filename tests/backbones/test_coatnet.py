@@ -98,7 +98,8 @@ def test_training_gradients_match_timm():
              input_and_bias_table_grads(ours, ours, x)]
     assert len(grads[1]) == 1 + 5 + 2  # the input, CoAtNet-0's S3 and S4 blocks
     for e, g in zip(*grads):
-        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
+        # fp32 sums in another order (channels-last convolutions, SDPA): seen up to 1.1e-4 at 224
+        torch.testing.assert_close(g, e, rtol=2e-4, atol=2e-4)
 
 
 def test_matches_timm_built_for_another_size():
