@@ -198,4 +198,4 @@ def test_detection_demo_end_to_end(tmp_path, monkeypatch):
     metrics = json.loads((work / 'demo_metrics.json').read_text())
     assert 0 <= metrics['coco/bbox_mAP'] <= 1 and 0 <= metrics['coco/segm_mAP'] <= 1
     assert f"bbox mAP = {metrics['coco/bbox_mAP']:.3f}  segm mAP = {metrics['coco/segm_mAP']:.3f}" in proc.stdout
-    assert len(list((work / 'overlays').glob('*.jpg'))) == 4
+    assert len(list((work / 'overlays').glob('*.png'))) == 4

@@ -49,7 +49,7 @@ from dataclasses import asdict, dataclass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-os.environ.setdefault('KINETO_LOG_LEVEL', '5')  # the profiler (CPU memory) is chatty on stderr
+os.environ.setdefault('KINETO_LOG_LEVEL', '6')  # the profiler (CPU memory) prints USDT notes below 6
 
 import torch  # noqa: E402
 

@@ -51,9 +51,11 @@ def main(argv=None):
         state = extract_state_dict(release_state_dict(load_file(args.checkpoint)))
         cfg.load_from = None
 
-        from mmengine.model import is_model_wrapper
+        from mmengine.model import BaseTTAModel, is_model_wrapper
         runner = build_runner(cfg, verbose=args.verbose)
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = runner.model
+        while is_model_wrapper(model) or isinstance(model, BaseTTAModel):  # DDP, --tta
+            model = model.module
         fit_checkpoint(model, state, args.checkpoint, args.config)  # one message, before mmengine lists every key
         try:
             runner.load_checkpoint(args.checkpoint, map_location='cpu', strict=True)
