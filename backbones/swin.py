@@ -230,8 +230,7 @@ class SwinTransformer(PyramidBackbone):
         """x: (B, 3, H, W), any H, W. Returns one (B, C_i, ceil(H/s_i), ceil(W/s_i))
         map per ``out_indices`` entry, s_i in 4/8/16/32."""
         # channels-last input: the 4x4 patch conv then writes the (B, H, W, C) tokens
-        # directly, so they and their LayerNorm need no copy (patch embedding at 512:
-        # 0.58x the forward, 0.61x the forward+backward time of NCHW; README, Performance)
+        # directly, so they and their LayerNorm need no copy (results/cpu_benchmarks_2026-11.md)
         x = self.pos_drop(self.patch_embed(x.contiguous(memory_format=torch.channels_last)))
         outs = []
         for i, stage in enumerate(self.stages):
