@@ -1,5 +1,11 @@
-"""DenseKit glue shared by the backbones and the tools: registries, safe
-checkpoint loading, dataset checks and the synthetic demo data."""
+"""DenseKit: pyramid backbones for OpenMMLab segmentation, detection and
+classification.
+
+``densekit.backbones``, ``densekit.necks`` and ``densekit.heads`` hold the
+models; the rest of the package is the glue they share with the tools
+(registries, checkpoint loading, dataset checks, inference). Importing any of
+it changes nothing in mmengine: :mod:`densekit.runtime` does, where named.
+"""
 import importlib.util
 import os.path as _osp
 import sys
@@ -13,12 +19,3 @@ if importlib.util.find_spec('torch') is None or importlib.util.find_spec('mmengi
     if _osp.dirname(_main).startswith(_osp.join(_osp.dirname(_osp.dirname(_osp.abspath(__file__))), 'tools')):
         sys.exit(f'{_osp.basename(_main)}: error: {_MSG}')  # a tool: one line, no traceback
     raise ImportError(_MSG)
-
-from .checkpoint import allow_mmengine_checkpoints  # noqa: E402
-from .whole_model import convert_on_load  # noqa: E402
-
-# Every entry point imports densekit (directly, or through a config's
-# ``densekit.`` scope), so --resume works on mmengine checkpoints everywhere.
-allow_mmengine_checkpoints()
-# ... and toolbox-zoo / release whole-model checkpoints load into our configs.
-convert_on_load()

@@ -18,7 +18,7 @@ from mmengine.registry import Registry
 SCOPE = 'densekit'
 
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope=SCOPE,
-                  locations=['backbones', 'necks', 'heads', 'densekit.distill'])
+                  locations=['densekit.backbones', 'densekit.necks', 'densekit.heads', 'densekit.distill'])
 DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, scope=SCOPE,
                     locations=['densekit.datasets', 'densekit.cls_datasets', 'densekit.det_datasets'])
 TRANSFORMS = Registry('transform', parent=MMENGINE_TRANSFORMS, scope=SCOPE,

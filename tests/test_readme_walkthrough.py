@@ -40,8 +40,8 @@ def test_bring_your_own_backbone(tmp_path):
 
 def _walkthrough(tmp_path):
     # the backbone module, as if saved to backbones/mynet.py
-    module = types.ModuleType('backbones.mynet')
-    module.__package__ = 'backbones'
+    module = types.ModuleType('densekit.backbones.mynet')
+    module.__package__ = 'densekit.backbones'
     exec(compile(_block('# backbones/mynet.py'), 'README:mynet.py', 'exec'), module.__dict__)
     MyNet = module.MyNet
     net = MyNet().eval()

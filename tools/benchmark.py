@@ -26,15 +26,14 @@ import os
 import sys
 from dataclasses import asdict
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # the profiler (CPU memory) logs profiler_start/stop on stderr at its highest level, USDT (5)
 os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
-import densekit  # noqa: E402,F401
-from densekit.benchmark import SUITE, retain_freed_memory, run_benchmark, summary, write_results  # noqa: E402
-from densekit.cli import user_errors  # noqa: E402
-from mmengine.config import DictAction  # noqa: E402
+import densekit.runtime  # noqa: F401  (weights-only resume, atomic saves, zoo checkpoints)
+from densekit.benchmark import SUITE, retain_freed_memory, run_benchmark, summary, write_results
+from densekit.cli import user_errors
+from mmengine.config import DictAction
 
 
 def main(argv=None):

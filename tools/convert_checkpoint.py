@@ -22,14 +22,11 @@ config's whole model, for tools/test.py or load_from.
 """
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import densekit  # noqa: E402,F401
-from densekit.cli import user_errors  # noqa: E402
-from densekit.convert import build_backbone, convert_checkpoint, convert_whole_model  # noqa: E402
-from mmengine.config import DictAction  # noqa: E402
+import densekit.runtime  # noqa: F401  (weights-only resume, atomic saves, zoo checkpoints)
+from densekit.cli import user_errors
+from densekit.convert import build_backbone, convert_checkpoint, convert_whole_model
+from mmengine.config import DictAction
 
 
 def main(argv=None):

@@ -16,7 +16,6 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 TASKS = {
     'segmentation': dict(config='configs/demo/upernet_swin-demo_synthetic-ade.py',

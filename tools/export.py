@@ -13,15 +13,11 @@ segmentation ``seg_logits`` (N, classes, H, W); classification ``scores``
 See densekit/export.py.
 """
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import densekit  # noqa: E402,F401
-from densekit.cli import user_errors  # noqa: E402
-from densekit.export import export_onnx  # noqa: E402
-from mmengine.config import DictAction  # noqa: E402
+import densekit.runtime  # noqa: F401  (weights-only resume, atomic saves, zoo checkpoints)
+from densekit.cli import user_errors
+from densekit.export import export_onnx
+from mmengine.config import DictAction
 
 
 def main(argv=None):

@@ -12,14 +12,11 @@ configs/metafiles/<family>.yml. Files go to $DENSEKIT_CACHE (default
 ~/.cache/densekit/weights)/<source>/; an interrupted download resumes.
 """
 import argparse
-import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from densekit import zoo  # noqa: E402
-from densekit.cli import user_errors  # noqa: E402
+from densekit import zoo
+from densekit.cli import user_errors
 
 
 def main(argv=None):

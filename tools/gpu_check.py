@@ -48,10 +48,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 os.environ.setdefault('KINETO_LOG_LEVEL', '6')  # the profiler (CPU memory) prints USDT notes below 6
 
-import torch  # noqa: E402
+import torch
 
 SECTIONS = ('mmcv', 'amp', 'attention', 'train', 'benchmark')
 
@@ -295,14 +294,14 @@ def build_backbone(family: str, device: str) -> torch.nn.Module:
     alone: this section runs while mmcv is still being built (no toolbox import)."""
     from mmengine.config import Config
 
-    import backbones
+    import densekit.backbones
     if device == 'cuda':
         cfg = Config.fromfile(os.path.join(ROOT, FAMILY_CONFIGS[family]), import_custom_modules=False)
         bcfg = dict(cfg.model.backbone, init_cfg=None)
     else:
         bcfg = dict(TINY[family])
     # the class itself: the registry's scope would import heads/, which imports mmpretrain and mmcv
-    cls = getattr(backbones, bcfg.pop('type').split('.')[-1])
+    cls = getattr(densekit.backbones, bcfg.pop('type').split('.')[-1])
     torch.manual_seed(0)
     model = cls(**bcfg)
     model.reset_parameters()
@@ -414,7 +413,7 @@ def attention_cases(device: str) -> list[tuple[str, dict]]:
 
 
 def check_attention(report: Report, device: str) -> None:
-    from backbones.layers import TableBias, _attend, biased_attention
+    from densekit.backbones.layers import TableBias, _attend, biased_attention
     from densekit.benchmark import peak_memory
     amp = 'fp16' if device == 'cuda' else 'fp32'  # CPU: fp32, the dtype CPU training runs in
     dtype = DTYPES[amp]

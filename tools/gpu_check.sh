@@ -90,7 +90,7 @@ nvidia-smi -L 2>/dev/null || true
 mkdir -p "$STATE"
 ROWS=$STATE/rows.jsonl
 [[ -n ${GPU_CHECK_ONLY:-} ]] || rm -f "$ROWS"   # a first run starts a new table
-export PYTHONPATH=$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}
+export PYTHONPATH=$STATE/densekit:$SITE${PYTHONPATH:+:$PYTHONPATH}
 export PYTHONUNBUFFERED=1
 build_pid=
 if ! "$PY" -c 'import mmcv._ext, mmengine, mmseg, mmdet, mmpretrain' 2>/dev/null; then
@@ -115,6 +115,10 @@ if ! "$PY" -c 'import mmcv._ext, mmengine, mmseg, mmdet, mmpretrain' 2>/dev/null
       bash tools/setup_env.sh --mmcv-wheel > "$OUT_DIR/mmcv_wheel.txt" ) > "$OUT_DIR/mmcv_build.log" 2>&1 &
   build_pid=$!
 fi
+
+# DenseKit itself, installed as a user would (setup.cfg maps backbones/ into densekit.backbones)
+"$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --upgrade \
+  --target "$STATE/densekit" "$ROOT" || exit 2
 
 # the check that needs no mmcv and times nothing, while it builds (the build's 16 compilers
 # would perturb the attention timings)

@@ -13,16 +13,12 @@ A CHECKPOINT ending in .onnx (tools/export.py) runs in onnxruntime on the CPU, w
 the same outputs.
 """
 import argparse
-import os
-import sys
 import warnings
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import densekit  # noqa: E402,F401
-from densekit.cli import user_errors  # noqa: E402
-from densekit.inference import inference  # noqa: E402
-from mmengine.config import DictAction  # noqa: E402
+import densekit.runtime  # noqa: F401  (weights-only resume, atomic saves, zoo checkpoints)
+from densekit.cli import user_errors
+from densekit.inference import inference
+from mmengine.config import DictAction
 
 
 def main(argv=None):

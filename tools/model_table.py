@@ -6,13 +6,10 @@ and configs/metafiles/<family>.yml), or check that it is up to date.
     python tools/model_table.py --check   # exit 1 if README.md differs from the metafiles
 """
 import argparse
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from densekit import zoo  # noqa: E402
-from densekit.cli import user_errors  # noqa: E402
+from densekit import zoo
+from densekit.cli import user_errors
 
 
 def main(argv=None):

@@ -23,6 +23,9 @@ PY=${PYTHON:-python3}
 TORCH_VERSION=2.14.1
 TORCHVISION_VERSION=0.29.1
 MMCV_VERSION=2.1.0
+# The exact versions the test suite runs on (setup.cfg declares the ranges).
+PINS=(mmengine==0.10.7 mmsegmentation==1.2.2 mmdet==3.3.0 mmpretrain==1.2.0 timm==1.0.31
+      opencv-python==4.14.0.94 numpy==2.4.6 onnx==1.23.2 onnxruntime==1.32.0 pytest==9.2.0 pytest-timeout==2.4.0)
 # mmcv's sdist sha256 on PyPI, checked before it is built.
 MMCV_SHA256=d387bcab66b467479b6660310e23746cfc79c6e57acf04094680adb499a5cd3f
 CACHE=${DENSEKIT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/densekit}
@@ -137,9 +140,12 @@ pip install "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" \
 wheel=$(mmcv_wheel "$VENV/bin/python")
 pip install --no-deps "$wheel"
 
-# Everything else comes from setup.cfg (pinned there), plus the test tools.
+# Everything else: setup.cfg's ranges, held at the exact versions the suite runs on.
 log "installing DenseKit and its dependencies"
-pip install -e "$ROOT[test]" 2>&1 | grep -v "is ignored" || true
-"$VENV/bin/python" -c 'import mmcv._ext, mmseg, mmdet, mmpretrain, timm, backbones'
+constraints=$(mktemp)
+printf '%s\n' "${PINS[@]}" > "$constraints"
+pip install -c "$constraints" -e "$ROOT[test]" 2>&1 | grep -v "is ignored" || true
+rm -f "$constraints"
+"$VENV/bin/python" -c 'import mmcv._ext, mmseg, mmdet, mmpretrain, timm, densekit.backbones'
 echo "$want" > "$STAMP"
 log "done in $(( $(date +%s) - start )) s"

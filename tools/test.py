@@ -12,16 +12,13 @@ classifier releases load as they are (densekit/whole_model.py).
 import argparse
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import densekit  # noqa: E402,F401
-from densekit.checkpoint import extract_state_dict, load_file  # noqa: E402
-from densekit.cli import add_common_args, build_runner, parse, stdout_to_log, user_errors, work_dir_for  # noqa: E402
-from densekit.config import enable_tta, enable_visualization, load_config, task_of  # noqa: E402
-from densekit.inference import fit_checkpoint  # noqa: E402
-from densekit.whole_model import release_state_dict  # noqa: E402
+import densekit.runtime  # noqa: F401  (weights-only resume, atomic saves, zoo checkpoints)
+from densekit.checkpoint import extract_state_dict, load_file
+from densekit.cli import add_common_args, build_runner, parse, stdout_to_log, user_errors, work_dir_for
+from densekit.config import enable_tta, enable_visualization, load_config, task_of
+from densekit.inference import fit_checkpoint
+from densekit.whole_model import release_state_dict
 
 
 def main(argv=None):

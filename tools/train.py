@@ -10,14 +10,11 @@ The toolbox (mmseg, mmdet, mmpretrain) is chosen by the config's default_scope.
 """
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import densekit  # noqa: E402,F401  (registries, weights-only resume)
-from densekit.cli import add_common_args, build_runner, parse, stdout_to_log, user_errors, work_dir_for  # noqa: E402
-from densekit.config import check_pretrained, fit_log_interval, load_config, task_of  # noqa: E402
-from densekit.distributed import prepare_cpu_distributed  # noqa: E402
+import densekit.runtime  # noqa: F401  (weights-only resume, atomic saves, zoo checkpoints)
+from densekit.cli import add_common_args, build_runner, parse, stdout_to_log, user_errors, work_dir_for
+from densekit.config import check_pretrained, fit_log_interval, load_config, task_of
+from densekit.distributed import prepare_cpu_distributed
 
 
 def main(argv=None):

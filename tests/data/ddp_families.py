@@ -10,9 +10,6 @@ import copy
 import json
 import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout's packages
 
 import torch
 import torch.distributed as dist

@@ -10,16 +10,12 @@ The default size is a detector's test scale (1333x800 -> 800x1344 padded), else
 the config's crop_size, else 224x224.
 """
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-import densekit  # noqa: E402,F401
-from densekit.analysis import build_model_from_config, count_complexity, default_input_shape  # noqa: E402
-from densekit.cli import user_errors  # noqa: E402
-from densekit.config import load_config  # noqa: E402
-from mmengine.config import DictAction  # noqa: E402
+import densekit.runtime  # noqa: F401  (weights-only resume, atomic saves, zoo checkpoints)
+from densekit.analysis import build_model_from_config, count_complexity, default_input_shape
+from densekit.cli import user_errors
+from densekit.config import load_config
+from mmengine.config import DictAction
 
 
 def main(argv=None):

@@ -10,12 +10,9 @@ config's visualizer (see the README).
 """
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-
-from densekit.analysis import find_scalars, plot_curves, read_scalars  # noqa: E402
-from densekit.cli import user_errors  # noqa: E402
+from densekit.analysis import find_scalars, plot_curves, read_scalars
+from densekit.cli import user_errors
 
 
 def main(argv=None):
