@@ -270,7 +270,8 @@ class VisionTransformer(PyramidBackbone):
         mmpretrain ViT weights, and timm's or the official SAM image encoder
         (ViTDet-style), -> our (timm's) keys.
 
-        The classifier (``head``, ``fc_norm``), SAM's ``neck``, DeiT's
+        The classifier (``head``, ``fc_norm``), SAM's ``neck`` (and its
+        prompt encoder and mask decoder), DeiT's
         distillation token, a class token the model does not have (ViTDet
         style) and a final ``norm`` the model does not use map to None. A
         position embedding trained at another size is resampled to
@@ -278,8 +279,9 @@ class VisionTransformer(PyramidBackbone):
         of another length are interpolated linearly, as ViTDet and SAM do at
         run time (``get_rel_pos``).
         """
-        sd = dict(state_dict)
+        sd, other = dict(state_dict), []
         if any(k.startswith('image_encoder.') for k in sd):  # the official SAM release (timm's filter)
+            other = [k for k in sd if not k.startswith('image_encoder.')]  # prompt encoder, mask decoder
             sd = {k[len('image_encoder.'):].replace('mlp.lin', 'mlp.fc'): v
                   for k, v in sd.items() if k.startswith('image_encoder.')}
         if any(k.startswith('layers.') for k in sd):  # mmseg / mmpretrain
@@ -296,7 +298,7 @@ class VisionTransformer(PyramidBackbone):
             w = sd.get('patch_embed.proj.weight')
             if w is not None and 'patch_embed.proj.bias' not in sd:  # mmseg's default patch_bias=False
                 sd['patch_embed.proj.bias'] = w.new_zeros(w.shape[0])
-        out: dict = {}
+        out: dict = dict.fromkeys(other)
         own = model.state_dict()
         for k, v in sd.items():
             if k.startswith(('head.', 'head_dist.', 'fc_norm.', 'dist_token', 'neck.')) or \
