@@ -267,11 +267,11 @@ class VisionTransformer(PyramidBackbone):
     @staticmethod
     def checkpoint_filter(state_dict: dict, model: 'VisionTransformer') -> dict:
         """timm / official (Google-JAX-converted) / DeiT / MAE / mmseg /
-        mmpretrain ViT weights, and timm's or the official SAM image encoder
-        (ViTDet-style), -> our (timm's) keys.
+        mmpretrain ViT weights, and the SAM image encoder (ViTDet-style: timm,
+        mmpretrain ``ViTSAM``, the official release) -> our (timm's) keys.
 
-        The classifier (``head``, ``fc_norm``), SAM's ``neck`` (and its
-        prompt encoder and mask decoder), DeiT's
+        The classifier (``head``, ``fc_norm``), SAM's neck (``neck``,
+        ``channel_reduction``; the release's prompt encoder and mask decoder), DeiT's
         distillation token, a class token the model does not have (ViTDet
         style) and a final ``norm`` the model does not use map to None. A
         position embedding trained at another size is resampled to
@@ -301,9 +301,9 @@ class VisionTransformer(PyramidBackbone):
         out: dict = dict.fromkeys(other)
         own = model.state_dict()
         for k, v in sd.items():
-            if k.startswith(('head.', 'head_dist.', 'fc_norm.', 'dist_token', 'neck.')) or \
+            if k.startswith(('head.', 'head_dist.', 'fc_norm.', 'dist_token', 'neck.', 'channel_reduction.')) or \
                     (k.startswith('norm.') and k not in own) or (k == 'cls_token' and k not in own):
-                out[k] = None  # classifier, SAM's neck, distillation, unused final norm or class token
+                out[k] = None  # classifier, SAM's neck (timm, mmpretrain), distillation, unused norm or class token
                 continue
             if k == 'pos_embed':
                 v = _own_pos_embed(v, 'cls_token' in sd, 'dist_token' in sd, model)

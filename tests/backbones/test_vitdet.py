@@ -64,6 +64,31 @@ def test_matches_timm_sam_encoder(img_size, size, window, global_blocks):
         assert (g - e).abs().max().item() <= 1e-4
 
 
+@pytest.mark.parametrize('img_size, window', [(64, 4), (80, 4), (64, 3)], ids=['divides', 'pads', 'pads-3'])
+def test_matches_mmpretrain_vit_sam(img_size, window):
+    """mmpretrain's SAM image encoder (``ViTSAM``), an implementation of its
+    own (written-out attention and relative positions, mmpretrain's key
+    layout), on the same random weights: its block outputs (fp32, eval, <= 1e-4)."""
+    from mmpretrain.models.backbones import ViTSAM
+    torch.manual_seed(0)
+    ref = ViTSAM(arch=dict(embed_dims=64, num_layers=4, num_heads=2, feedforward_channels=256,
+                           global_attn_indexes=[1, 3]), img_size=img_size, patch_size=16, out_channels=0,
+                 out_indices=list(ALL), window_size=window, use_rel_pos=True)
+    ref.eval()  # its train() returns None
+    for name, p in ref.named_parameters():
+        p.data.add_(torch.randn_like(p) * (0.1 if 'rel_pos' in name else 0.02))
+    assert 'layers.0.ffn.layers.0.0.weight' in ref.state_dict()
+    ours = VisionTransformer(ARCH, img_size=img_size, out_indices=ALL, window_size=window,
+                             global_attn_indexes=(1, 3), use_rel_pos=True).eval()
+    report = ours.load_pretrained_state(ref.state_dict(), strict=True)
+    assert report.loaded == len(ours.state_dict())
+    x = torch.randn(2, 3, img_size, img_size)
+    with torch.no_grad():
+        for e, g in zip(ref(x), ours(x)):
+            assert g.shape == e.shape == (2, 64, img_size // 16, img_size // 16)
+            assert (g - e).abs().max().item() <= 1e-4
+
+
 def test_checkpoint_of_another_size_is_resampled_on_load():
     """SAM built for 64x64 and run at 128x128 resamples its position embedding
     and interpolates its global blocks' relative position tables at run time;
