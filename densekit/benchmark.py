@@ -59,8 +59,8 @@ import os
 import statistics
 import time
 from contextlib import nullcontext
-from functools import partial
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Sequence
 
 import torch
