@@ -9,9 +9,9 @@ import torch
 from timm.models.vision_transformer_sam import VisionTransformerSAM
 from torch import nn
 
-from backbones.mae import MAEViT
-from backbones.vit import VisionTransformer
-from conftest import assert_checkpointing_matches
+from densekit.backbones.mae import MAEViT
+from densekit.backbones.vit import VisionTransformer
+from tests.helpers import assert_checkpointing_matches
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCH = dict(embed_dims=64, depth=4, num_heads=2)
