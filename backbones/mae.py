@@ -49,7 +49,10 @@ class MAEViT(VisionTransformer):
     """ViT for MAE-pretrained encoders (official ``mae_pretrain_vit_*.pth``,
     timm ``vit_*_patch16_224.mae``); arguments as :class:`VisionTransformer`,
     with drop path 0.1 and, by default, the four blocks that MAE/BEiT
-    segmentation use (3/5/7/11 of ViT-B, 7/11/15/23 of ViT-L; else the last)."""
+    segmentation use (3/5/7/11 of ViT-B, 7/11/15/23 of ViT-L; else the last).
+    ViTDet's detector fine-tunes it with ``window_size=14``,
+    ``global_attn_indexes=(2, 5, 8, 11)``, ``use_rel_pos=True`` and
+    ``out_indices=(11,)``: the pretraining release loads into it unchanged."""
 
     # the blocks that BEiT and MAE segmentation feed to the pyramid (ViT-B, ViT-L)
     default_out_indices = {12: (3, 5, 7, 11), 24: (7, 11, 15, 23)}
@@ -64,8 +67,10 @@ class MAEViT(VisionTransformer):
     def reset_parameters(self) -> None:
         """MAE's initialisation (``initialize_weights`` of the release)."""
         super().reset_parameters()
-        self.pos_embed.data.copy_(sincos_pos_embed_2d(self.pos_embed.shape[-1], self.grid_size))
-        nn.init.normal_(self.cls_token, std=.02)
+        pos = sincos_pos_embed_2d(self.pos_embed.shape[-1], self.grid_size)
+        self.pos_embed.data.copy_(pos[:, 1 - self.num_prefix_tokens:])  # ViTDet style: no class row
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=.02)
         w = self.patch_embed.proj.weight.data
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         for m in self.modules():

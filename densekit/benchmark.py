@@ -60,6 +60,7 @@ import statistics
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Sequence
 
 import torch
@@ -174,7 +175,18 @@ def _vit_peers(ours, size) -> dict[str, PeerBuilder]:
                                  img_size=grid, patch_size=p, out_indices=ours.out_indices, final_norm=final_norm,
                                  out_type='featmap' if multi else 'cls_token', drop_path_rate=0.)
 
-    return {'timm': timm_vit, 'mmseg': mmseg_vit, 'mmpretrain': mmpretrain_vit}
+    def timm_sam(ours, size):
+        # the ViTDet design (windows, global blocks, decomposed relative positions) as SAM's image encoder
+        from timm.models.vision_transformer_sam import VisionTransformerSAM
+        m = VisionTransformerSAM(img_size=grid, patch_size=p, embed_dim=C, depth=depth, num_heads=heads,
+                                 mlp_ratio=hidden / C, window_size=ours.window_size,
+                                 global_attn_indexes=ours.global_attn_indexes, use_rel_pos=ours.use_rel_pos,
+                                 norm_layer=partial(nn.LayerNorm, eps=1e-6), num_classes=0)
+        return TimmFeatures(m, list(ours.out_indices))  # block outputs, before SAM's neck
+
+    peers = {'timm': timm_vit, 'mmseg': mmseg_vit, 'mmpretrain': mmpretrain_vit}
+    # a ViTDet-style ViT: SAM's encoder is the same network; the others are global-attention ViTs
+    return {'timm (sam)': timm_sam, **peers} if ours.spatial else peers
 
 
 def _levit_arch(ours) -> dict:

@@ -20,8 +20,9 @@ FAMILIES = ('swin', 'vit', 'mae', 'vitae', 'levit', 'coatnet', 'convmixer')
 
 
 def test_every_family_trains_frozen_and_with_a_level_subset_under_ddp(tmp_path):
-    """frozen_stages=1 and an out_indices subset, 7 families: 14 runs of 3
-    iterations in one process pair. Frozen weights and eval-mode buffers stay
+    """frozen_stages=1 and an out_indices subset, 7 families, and the
+    windowed MAE-ViT (frozen_stages=0): 15 runs of 3 iterations in one
+    process pair. Frozen weights and eval-mode buffers stay
     bit-identical, every trainable parameter moves, both ranks agree
     (asserted in tests/data/ddp_families.py, summarised here)."""
     out = tmp_path / 'runs.jsonl'
@@ -29,9 +30,9 @@ def test_every_family_trains_frozen_and_with_a_level_subset_under_ddp(tmp_path):
          str(DATA / 'ddp_families.py'), str(out)])
     runs = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(r['family'], r['variant']) for r in runs] == [
-        (f, v) for f in FAMILIES for v in ('frozen_stages=1', 'out_indices')]
+        (f, v) for f in FAMILIES for v in ('frozen_stages=1', 'out_indices') + (('windowed',) if f == 'mae' else ())]
     for r in runs:
-        if r['variant'] == 'frozen_stages=1':
+        if r['variant'] in ('frozen_stages=1', 'windowed'):
             assert r['frozen'] > 0 and r['trainable'] > 0, r
         elif r['family'] != 'levit':  # LeViT builds only the stages its levels need
             assert r['pruned'], r  # the unused tail was removed, not left for DDP to wait on

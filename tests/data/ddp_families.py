@@ -1,5 +1,6 @@
 """Run by tests/test_ddp_conformance.py under torchrun (2 processes, gloo):
-for every family, with ``frozen_stages=1`` and with an ``out_indices`` subset,
+for every family, with ``frozen_stages=1`` and with an ``out_indices`` subset
+(and the ViTDet-style MAE-ViT: windows, global blocks, relative positions),
 build the backbone and a head fed every returned level, wrap it as
 mmengine's Runner does (before ``init_weights`` and ``train()``, with
 ``find_unused_parameters=False``), train 3 SGD iterations on per-rank data,
@@ -18,6 +19,10 @@ from torch import nn
 from tiny_backbones import SUBSETS, TINY, tiny
 
 from densekit.distributed import CPUDistributedDataParallel
+
+# ViTDet-style MAE-ViT: windows of 3 on the 4x4 map (padded), block 1 global,
+# relative position tables in every block, embeddings frozen
+WINDOWED = dict(window_size=3, global_attn_indexes=(1,), use_rel_pos=True, frozen_stages=0)
 
 
 class Probe(nn.Module):
@@ -79,7 +84,10 @@ def main(out: str) -> None:
     torch.set_num_threads(1)
     results = []
     for family in TINY:
-        for variant, kwargs in (('frozen_stages=1', dict(frozen_stages=1)), ('out_indices', SUBSETS[family])):
+        variants = [('frozen_stages=1', dict(frozen_stages=1)), ('out_indices', SUBSETS[family])]
+        if family == 'mae':
+            variants.append(('windowed', WINDOWED))
+        for variant, kwargs in variants:
             start = time.perf_counter()
             result = run(family, variant, copy.deepcopy(kwargs))
             results.append(dict(result, seconds=round(time.perf_counter() - start, 2)))
