@@ -4,8 +4,9 @@ row per image, original | masked | reconstruction.
 
     python tools/mae_reconstruct.py CONFIG CHECKPOINT IMAGES [--num 8] [--out PATH] [--seed 0]
 
-IMAGES is an image file or a folder (searched recursively, sorted); each image
-is resized (short side) and centre-cropped to the model's input size. The
+IMAGES is an image file or a folder (searched recursively, sorted; --num images
+evenly spaced through it); each image is resized (short side) and centre-cropped
+to the model's input size. The
 reconstruction column shows the decoder's prediction on the masked patches
 with the visible patches pasted back, as the MAE paper's figures do (no loss
 is computed on visible patches). A model trained on per-patch normalised
@@ -29,14 +30,15 @@ IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tif
 
 
 def list_images(source: str, num: int) -> list[Path]:
-    """The first ``num`` images of a file or folder (recursive, sorted)."""
+    """``num`` images of a file or folder (recursive, sorted), evenly spaced
+    through the folder's list (so that class folders are all shown)."""
     path = Path(source)
     if path.is_file():
         return [path]
     files = sorted(p for p in path.rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else []
     if not files:
         raise FileNotFoundError(f'IMAGES {source}: no image file there ({", ".join(IMAGE_SUFFIXES)})')
-    return files[:num]
+    return files[::max(1, len(files) // num)][:num]
 
 
 def load_batch(files: list[Path], size: int):
@@ -67,7 +69,7 @@ def reconstruct(model, images, seed: int = 0) -> dict:
     """
     import torch
     head = model.head
-    inputs = model.data_preprocessor(dict(inputs=images), False)['inputs']
+    inputs = model.data_preprocessor(dict(inputs=images, data_samples=None), False)['inputs']
     torch.manual_seed(seed)
     with torch.no_grad():
         latent, mask, ids_restore = model.backbone(inputs)

@@ -27,7 +27,7 @@ train_dataloader = dict(
     num_workers=1,
     dataset=dict(data_root=data_root, pipeline=train_pipeline))
 
-max_epochs = 8
+max_epochs = 16
 optim_wrapper = dict(optimizer=dict(lr=1.5e-3))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-2, by_epoch=True, begin=0, end=1, convert_to_iter_based=True),
