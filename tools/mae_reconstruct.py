@@ -129,12 +129,12 @@ def main(argv=None):
     from densekit.config import load_config
     with user_errors('mae_reconstruct'):
         cfg = load_config(args.config, args.cfg_options)
+        if cfg.get('model', {}).get('type') != 'MAE':
+            raise ValueError(f"{args.config}: not an MAE pretraining config (model.type='MAE', e.g. "
+                             'configs/mae/mae_vit-b16_400e_imagenet.py)')
         init_default_scope(cfg.get('default_scope', 'mmpretrain'))
         from mmpretrain.registry import MODELS
         model = MODELS.build(cfg.model).eval()
-        if not hasattr(model.backbone, 'mask_ratio') or not hasattr(model.head, 'unpatchify'):
-            raise ValueError(f'{args.config}: not an MAE pretraining config (model.backbone needs a '
-                             'mask_ratio, model.head an unpatchify, e.g. configs/mae/mae_vit-b16_400e_imagenet.py)')
         load_checkpoint(model, args.checkpoint, map_location='cpu', logger='silent')
         size = int(model.neck.num_patches ** .5) * model.head.patch_size  # the decoder's fixed grid
         files = list_images(args.images, args.num)

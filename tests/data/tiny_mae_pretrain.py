@@ -17,7 +17,7 @@ train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
                         dataset=dict(data_prefix='', pipeline=train_pipeline))
 param_scheduler = []
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=2)
-default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2))
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2, by_epoch=False))
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
 custom_imports = dict(imports=['densekit', 'backbones', 'necks', 'heads', 'testing_hooks'],
                       allow_failed_imports=False)
