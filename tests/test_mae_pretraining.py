@@ -24,9 +24,11 @@ def mae_demo(tmp_path_factory):
     """tools/demo.py --task mae on its generated data, cut to 4 iterations of 4 images."""
     tmp = tmp_path_factory.mktemp('mae_demo')
     data, work = tmp / 'synthetic_cls', tmp / 'work'
-    proc = run_tool('demo', '--task', 'mae', '--data', str(data), '--work-dir', str(work),
-                    '--cfg-options', 'train_cfg.max_epochs=1', 'train_dataloader.dataset.indices=16',
-                    'train_dataloader.batch_size=4', 'default_hooks.logger.interval=1')
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv('OMP_NUM_THREADS', '1')  # tiny tensors: a second thread only adds contention
+        proc = run_tool('demo', '--task', 'mae', '--data', str(data), '--work-dir', str(work),
+                        '--cfg-options', 'train_cfg.max_epochs=1', 'train_dataloader.dataset.indices=16',
+                        'train_dataloader.batch_size=4', 'default_hooks.logger.interval=1')
     return proc, data, work
 
 
@@ -77,6 +79,16 @@ def test_pretraining_checkpoint_fine_tunes_in_the_mae_segmentation_recipe(mae_de
     assert 'backbone.norm.weight' in pretrained  # the pretraining's final norm: not used by this recipe
     end = torch.load(out / 'iter_2.pth', map_location='cpu', weights_only=True)['state_dict']
     assert not torch.equal(end['backbone.blocks.1.attn.qkv.weight'], pretrained['backbone.blocks.1.attn.qkv.weight'])
+
+    # the other way in: the backbone's init_cfg with prefix='backbone.'
+    from backbones.mae import MAEViT
+    cfg = Config.fromfile(str(DATA / 'tiny_upernet_mae.py')).model.backbone
+    cfg.pop('type')
+    backbone = MAEViT(**dict(cfg, init_cfg=dict(type='Pretrained', checkpoint=str(checkpoint), prefix='backbone.')))
+    report = backbone.load_pretrained(str(checkpoint), prefix='backbone.')
+    assert not report.missing and not report.unexpected and report.ignored == ['norm.bias', 'norm.weight']
+    for k, v in backbone.state_dict().items():
+        assert torch.equal(v, pretrained['backbone.' + k]), k
 
 
 @pytest.fixture

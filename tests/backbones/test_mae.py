@@ -262,5 +262,9 @@ def test_mask_ratio_outside_0_1_is_one_line_naming_the_key(ratio):
     with pytest.raises(ValueError, match=r'^model\.backbone\.mask_ratio=.* must lie in \(0, 1\): the fraction '
                        r'of patches masked in pretraining \(MAE uses 0\.75\)$'):
         MAEPretrainViT(SMALL, mask_ratio=ratio)
+
+
+def test_mask_ratio_that_leaves_no_patch_visible_says_so():
+    from backbones.mae import MAEPretrainViT
     with pytest.raises(ValueError, match=r'mask_ratio=0.99 leaves no visible patch of the 16 at img_size=64'):
         MAEPretrainViT(SMALL, img_size=64, mask_ratio=0.99)
