@@ -4,7 +4,6 @@ checkpoint fine-tunes in the MAE segmentation recipe through ``load_from``;
 pretraining runs under 2-process DDP on a folder of unlabelled images; the
 recipe config builds; bad wiring and a bad mask ratio stop with one line.
 The loss's parity with mmpretrain's MAE is in tests/backbones/test_mae.py."""
-import json
 import sys
 
 import cv2
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
+from timm.layers import resample_abs_pos_embed
 
 from conftest import ROOT, run_main, run_tool
 from test_distributed import DATA, free_port, run
@@ -62,9 +62,10 @@ def test_reconstruct_tool_refuses_a_config_that_is_not_mae(mae_demo, capsys):
 
 
 def test_pretraining_checkpoint_fine_tunes_in_the_mae_segmentation_recipe(mae_demo, synthetic_ade, tmp_path):
-    """The demo's checkpoint -> the MAE UPerNet recipe (at the demo's width)
-    through load_from: every encoder tensor arrives as pretrained, then 2
-    iterations train."""
+    """The demo's checkpoint -> the MAE UPerNet recipe (at the demo's width,
+    a larger input size) through load_from: every encoder tensor arrives as
+    pretrained (the position embedding resampled to the new grid), then 2
+    iterations train; the backbone's init_cfg (prefix='backbone.') loads the same."""
     _, _, work = mae_demo
     checkpoint = work / 'epoch_1.pth'
     pretrained = torch.load(checkpoint, map_location='cpu', weights_only=True)['state_dict']
@@ -74,21 +75,27 @@ def test_pretraining_checkpoint_fine_tunes_in_the_mae_segmentation_recipe(mae_de
     start = torch.load(out / 'before_train.pth', map_location='cpu', weights_only=True)
     encoder = [k for k in start if k.startswith('backbone.')]
     assert len(encoder) == 4 + 4 * 12  # patch embed (2), cls token, pos embed; 12 tensors per block
+    # pretrained on an 8x8 patch grid, fine-tuned on 16x16: the position embedding is resampled
+    pos = pretrained['backbone.pos_embed']
+    assert pos.shape[1] == 1 + 8 * 8 and start['backbone.pos_embed'].shape[1] == 1 + 16 * 16
+    assert torch.equal(start['backbone.pos_embed'],
+                       resample_abs_pos_embed(pos, new_size=(16, 16), old_size=(8, 8), num_prefix_tokens=1))
     for k in encoder:
-        assert torch.equal(start[k], pretrained[k]), k
+        if k != 'backbone.pos_embed':
+            assert torch.equal(start[k], pretrained[k]), k
     assert 'backbone.norm.weight' in pretrained  # the pretraining's final norm: not used by this recipe
     end = torch.load(out / 'iter_2.pth', map_location='cpu', weights_only=True)['state_dict']
     assert not torch.equal(end['backbone.blocks.1.attn.qkv.weight'], pretrained['backbone.blocks.1.attn.qkv.weight'])
 
     # the other way in: the backbone's init_cfg with prefix='backbone.'
     from backbones.mae import MAEViT
-    cfg = Config.fromfile(str(DATA / 'tiny_upernet_mae.py')).model.backbone
+    cfg = Config.fromfile(str(DATA / 'tiny_upernet_mae.py'), import_custom_modules=False).model.backbone
     cfg.pop('type')
     backbone = MAEViT(**dict(cfg, init_cfg=dict(type='Pretrained', checkpoint=str(checkpoint), prefix='backbone.')))
     report = backbone.load_pretrained(str(checkpoint), prefix='backbone.')
     assert not report.missing and not report.unexpected and report.ignored == ['norm.bias', 'norm.weight']
     for k, v in backbone.state_dict().items():
-        assert torch.equal(v, pretrained['backbone.' + k]), k
+        assert torch.equal(v, start['backbone.' + k]), k
 
 
 @pytest.fixture

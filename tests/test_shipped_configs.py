@@ -3,8 +3,9 @@
 * the toolbox's own inference API (mmseg ``init_model``/``inference_model``,
   mmdet ``init_detector``/``inference_detector``, mmpretrain ``get_model`` +
   ``ImageClassificationInferencer``; MAE pretraining: ``get_model`` and the
-  encoder's features) builds the model and predicts with no dataset on disk (before: mmdet's ``init_detector`` failed on all 7 COCO
-  configs: it builds the test dataset for its metainfo);
+  encoder's features) builds the model and predicts with no dataset on disk
+  (before: mmdet's ``init_detector`` failed on all 7 COCO configs: it builds
+  the test dataset for its metainfo);
 * what a distributed run does to the model's norms (``sync_bn`` through our
   wrappers on GPUs, SyncBN -> per-process BN on CPU processes) leaves its
   eval outputs unchanged (before: mmengine's conversion dropped the

@@ -1,12 +1,13 @@
 # The MAE segmentation recipe at the width of the MAE demo's ViT (96 wide, 4
-# blocks, patches of 8 at 64x64), for fine-tuning its pretraining checkpoint
-# in tests: 64x64 crops, plain BN, 2 iterations. Needs tests/data on PYTHONPATH.
+# blocks, patches of 8), for fine-tuning its pretraining checkpoint in tests:
+# position embeddings for 128x128 (the demo pretrains at 64x64), 64x64 crops,
+# plain BN, 2 iterations. Needs tests/data on PYTHONPATH.
 _base_ = ['../../configs/upernet_mae-vit-b16_ade20k.py']
 crop_size = (64, 64)
 norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
     data_preprocessor=dict(size=crop_size),
-    backbone=dict(arch=dict(_delete_=True, embed_dims=96, depth=4, num_heads=3, patch_size=8), img_size=64,
+    backbone=dict(arch=dict(_delete_=True, embed_dims=96, depth=4, num_heads=3, patch_size=8), img_size=128,
                   out_indices=(0, 1, 2, 3)),
     neck=dict(in_channels=96, in_stride=8, norm_cfg=norm_cfg),
     decode_head=dict(in_channels=[96] * 4, channels=16, norm_cfg=norm_cfg),
