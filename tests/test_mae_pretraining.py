@@ -13,8 +13,8 @@ import torch
 from mmengine.config import Config
 from timm.layers import resample_abs_pos_embed
 
-from conftest import ROOT, run_main, run_tool
-from test_distributed import DATA, free_port, run
+from tests.helpers import ROOT, run_main, run_tool
+from tests.test_distributed import DATA, free_port, run
 
 CONFIG = ROOT / 'configs' / 'mae' / 'mae_vit-b16_400e_imagenet.py'
 
@@ -88,7 +88,7 @@ def test_pretraining_checkpoint_fine_tunes_in_the_mae_segmentation_recipe(mae_de
     assert not torch.equal(end['backbone.blocks.1.attn.qkv.weight'], pretrained['backbone.blocks.1.attn.qkv.weight'])
 
     # the other way in: the backbone's init_cfg with prefix='backbone.'
-    from backbones.mae import MAEViT
+    from densekit.backbones.mae import MAEViT
     cfg = Config.fromfile(str(DATA / 'tiny_upernet_mae.py'), import_custom_modules=False).model.backbone
     cfg.pop('type')
     backbone = MAEViT(**dict(cfg, init_cfg=dict(type='Pretrained', checkpoint=str(checkpoint), prefix='backbone.')))

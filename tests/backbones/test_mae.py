@@ -7,8 +7,8 @@ import torch
 from mmengine.optim import build_optim_wrapper
 from torch import nn
 
-from backbones.mae import LayerDecayOptimWrapperConstructor, MAEViT, sincos_pos_embed_2d
-from backbones.vit import VisionTransformer
+from densekit.backbones.mae import LayerDecayOptimWrapperConstructor, MAEViT, sincos_pos_embed_2d
+from densekit.backbones.vit import VisionTransformer
 
 SMALL = dict(embed_dims=32, depth=6, num_heads=2)
 
@@ -153,7 +153,7 @@ def test_config_pairs_backbone_adapter_head_and_layer_decay():
 
     from mmengine.config import Config
 
-    from necks.pyramid_adapter import SimpleFeaturePyramid
+    from densekit.necks.pyramid_adapter import SimpleFeaturePyramid
     cfg = Config.fromfile(str(Path(__file__).parents[2] / 'configs' / 'upernet_mae-vit-b16_ade20k.py'))
     assert cfg.model.backbone.type == 'densekit.MAEViT'
     backbone = MAEViT(**{k: v for k, v in cfg.model.backbone.items() if k not in ('type', 'init_cfg')})
@@ -188,7 +188,7 @@ def test_pretraining_loss_equals_mmpretrains_mae():
     """Our ViT in mmpretrain's MAE against mmpretrain's own MAEViT, same
     (random) weights and the same mask (same noise): mask and ids_restore
     equal, latent, loss and every encoder gradient within 1e-5."""
-    from backbones.mae import MAEPretrainViT
+    from densekit.backbones.mae import MAEPretrainViT
     torch.manual_seed(0)
     ref = _mae(dict(type='MAEViT', arch=dict(embed_dims=32, num_layers=3, num_heads=2, feedforward_channels=128),
                     img_size=32, patch_size=8, mask_ratio=0.75))
@@ -226,7 +226,7 @@ def test_pretraining_loss_equals_mmpretrains_mae():
 
 
 def test_random_masking_takes_the_given_noise():
-    from backbones.mae import random_masking
+    from densekit.backbones.mae import random_masking
     tokens = torch.arange(2 * 8 * 3, dtype=torch.float).reshape(2, 8, 3)
     noise = torch.tensor([[.9, .1, .8, .2, .7, .3, .6, .4], [.0, .1, .2, .3, .4, .5, .6, .7]])
     visible, mask, ids_restore = random_masking(tokens, 0.75, noise)
@@ -240,7 +240,7 @@ def test_pretraining_encoder_holds_exactly_the_weights_segmentation_loads():
     segmentation MAEViT (blocks 1/3, no final norm) loads it with nothing
     missing; the unmasked forward is MAEViT's; the sin-cos position embedding
     is frozen in pretraining only."""
-    from backbones.mae import MAEPretrainViT
+    from densekit.backbones.mae import MAEPretrainViT
     pre = MAEPretrainViT(dict(SMALL, depth=4), img_size=64, patch_size=16)
     pre.init_weights()
     assert not pre.pos_embed.requires_grad and pre.blocks[-1].drop_path1.__class__ is nn.Identity
@@ -258,13 +258,13 @@ def test_pretraining_encoder_holds_exactly_the_weights_segmentation_loads():
 
 @pytest.mark.parametrize('ratio', [0, 1, 1.5, -0.25, True, '0.75'])
 def test_mask_ratio_outside_0_1_is_one_line_naming_the_key(ratio):
-    from backbones.mae import MAEPretrainViT
+    from densekit.backbones.mae import MAEPretrainViT
     with pytest.raises(ValueError, match=r'^model\.backbone\.mask_ratio=.* must lie in \(0, 1\): the fraction '
                        r'of patches masked in pretraining \(MAE uses 0\.75\)$'):
         MAEPretrainViT(SMALL, mask_ratio=ratio)
 
 
 def test_mask_ratio_that_leaves_no_patch_visible_says_so():
-    from backbones.mae import MAEPretrainViT
+    from densekit.backbones.mae import MAEPretrainViT
     with pytest.raises(ValueError, match=r'mask_ratio=0.99 leaves no visible patch of the 16 at img_size=64'):
         MAEPretrainViT(SMALL, img_size=64, mask_ratio=0.99)

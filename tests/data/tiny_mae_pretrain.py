@@ -19,6 +19,6 @@ param_scheduler = []
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=2)
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2, by_epoch=False))
 env_cfg = dict(dist_cfg=dict(backend='gloo'))
-custom_imports = dict(imports=['densekit', 'backbones', 'necks', 'heads', 'testing_hooks'],
+custom_imports = dict(imports=['densekit.runtime', 'densekit.backbones', 'densekit.necks', 'densekit.heads', 'testing_hooks'],
                       allow_failed_imports=False)
 custom_hooks = [dict(type='densekit.NonFiniteLossHook', action='stop'), dict(type='RecordLosses')]

@@ -24,6 +24,6 @@ val_dataloader = test_dataloader = val_cfg = test_cfg = val_evaluator = test_eva
 param_scheduler = []
 train_cfg = dict(max_iters=2, val_interval=100)
 default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=2))
-custom_imports = dict(imports=['densekit', 'backbones', 'necks', 'heads', 'testing_hooks'],
+custom_imports = dict(imports=['densekit.runtime', 'densekit.backbones', 'densekit.necks', 'densekit.heads', 'testing_hooks'],
                       allow_failed_imports=False)
 custom_hooks = [dict(type='densekit.NonFiniteLossHook', action='stop'), dict(type='WeightsBeforeTraining')]
