@@ -2,7 +2,7 @@
 # test suite. Both first set up .venv/ (tools/setup_env.sh; a no-op when done).
 PY := .venv/bin/python
 
-.PHONY: setup demo demo-cls demo-det test clean-demo
+.PHONY: setup demo demo-cls demo-det demo-mae test clean-demo
 
 setup:
 	@bash tools/setup_env.sh
@@ -18,8 +18,12 @@ demo-cls: setup
 demo-det: setup
 	$(PY) tools/demo.py --task detection
 
+# MAE pretraining: a small ViT on the synthetic images (loss curve, PNG of reconstructions)
+demo-mae: setup
+	$(PY) tools/demo.py --task mae
+
 test: setup
 	$(PY) -m pytest
 
 clean-demo:
-	rm -rf work_dirs/demo work_dirs/demo_cls work_dirs/demo_det data/synthetic_ade data/synthetic_cls data/synthetic_coco
+	rm -rf work_dirs/demo work_dirs/demo_cls work_dirs/demo_det work_dirs/demo_mae data/synthetic_ade data/synthetic_cls data/synthetic_coco

@@ -1,4 +1,5 @@
-"""MAE-pretrained ViT (He et al., CVPR 2022) and layer-wise lr decay fine-tuning.
+"""MAE-pretrained ViT (He et al., CVPR 2022): the encoder, its pretraining, and
+layer-wise lr decay fine-tuning.
 
 The MAE encoder is a plain ViT, so :class:`MAEViT` only specialises
 :class:`~backbones.vit.VisionTransformer`: the release's decoder and mask token
@@ -14,6 +15,13 @@ would give all our blocks the head's rate, and it decays ``pos_embed`` and
 ``cls_token`` (it compares them without the ``backbone.`` prefix). mmpretrain's
 asks the whole model for ``get_layer_depth``, which mmseg's ``EncoderDecoder``
 lacks.
+
+:class:`MAEPretrainViT` is the same encoder in MAE pretraining: it masks
+patches at random and encodes only the visible ones, with the interface of
+mmpretrain's ``MAEViT`` (``backbone(inputs) -> (latent, mask, ids_restore)``),
+so mmpretrain's ``MAE`` model, ``MAEPretrainDecoder`` and ``MAEPretrainHead``
+train it, and its weights are those :class:`MAEViT` loads for segmentation and
+detection (configs/mae/mae_vit-b16_400e_imagenet.py).
 """
 from __future__ import annotations
 
@@ -22,6 +30,7 @@ import torch
 from mmengine.logging import print_log
 from mmengine.optim import DefaultOptimWrapperConstructor
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
+from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 from densekit.registry import MODELS
@@ -133,3 +142,92 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             f'{k}: lr_scale {g["lr_scale"]:.3g}, {len(g["params"])} params' for k, g in groups.items()),
             logger='current')
         params.extend(groups.values())
+
+
+# -- pretraining ---------------------------------------------------------------
+def random_masking(tokens: torch.Tensor, mask_ratio: float, noise: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MAE's per-sample random masking (``random_masking`` of the release and
+    of mmpretrain's ``MAEViT``): keep the ``int(L * (1 - mask_ratio))`` tokens
+    of lowest ``noise``.
+
+    Args:
+        tokens: (B, L, C).
+        mask_ratio: fraction of the L tokens to mask.
+        noise: (B, L); None draws ``torch.rand(B, L)`` as the references do.
+
+    Returns:
+        visible (B, L_keep, C), in ascending noise order; mask (B, L), 1 for a
+        masked token and 0 for a visible one, in the original order;
+        ids_restore (B, L), the argsort that undoes the shuffle.
+    """
+    B, L, C = tokens.shape
+    keep = int(L * (1 - mask_ratio))
+    if noise is None:
+        noise = torch.rand(B, L, device=tokens.device)
+    ids_shuffle = noise.argsort(dim=1)  # ascending: the lowest noise is kept
+    ids_restore = ids_shuffle.argsort(dim=1)
+    visible = tokens.gather(1, ids_shuffle[:, :keep, None].expand(-1, -1, C))
+    mask = torch.ones(B, L, device=tokens.device)
+    mask[:, :keep] = 0
+    return visible, mask.gather(1, ids_restore), ids_restore
+
+
+@MODELS.register_module()
+class MAEPretrainViT(MAEViT):
+    """The MAE encoder in pretraining: :class:`MAEViT` (every block, the final
+    norm) encoding only the patches left visible by random masking.
+
+    The state dict is the encoder's as :class:`MAEViT` and the segmentation and
+    detection recipes load it; nothing is added. The fixed 2-D sin-cos position
+    embedding is not trained here (as in MAE), and drop path defaults to 0.
+
+    Args:
+        arch, img_size: as :class:`~backbones.vit.VisionTransformer`;
+            ``img_size`` must be the size the decoder's ``num_patches`` is for.
+        mask_ratio: fraction of patches masked, in (0, 1); MAE uses 0.75.
+        **kwargs: as :class:`~backbones.vit.VisionTransformer`, except
+            ``out_indices`` and ``out_norm`` (the last block, normed).
+
+    Raises:
+        ValueError: ``mask_ratio`` outside (0, 1), or so high that no patch of
+            the ``img_size`` grid stays visible.
+    """
+
+    def __init__(self, arch: str | dict = 'base', img_size: int | tuple[int, int] = 224,
+                 mask_ratio: float = 0.75, drop_path_rate: float = 0., **kwargs):
+        if isinstance(mask_ratio, bool) or not isinstance(mask_ratio, (int, float)) or not 0 < mask_ratio < 1:
+            raise ValueError(f'model.backbone.mask_ratio={mask_ratio!r} must lie in (0, 1): the fraction of '
+                             'patches masked in pretraining (MAE uses 0.75)')
+        depth = self.resolve_arch(arch)['depth']
+        super().__init__(arch, img_size=img_size, drop_path_rate=drop_path_rate, out_indices=(depth - 1,),
+                         out_norm='last', **kwargs)
+        patches = self.grid_size[0] * self.grid_size[1]
+        if int(patches * (1 - mask_ratio)) < 1:
+            raise ValueError(f'model.backbone.mask_ratio={mask_ratio} leaves no visible patch of the '
+                             f'{patches} at img_size={img_size}: lower it (MAE uses 0.75)')
+        self.mask_ratio = mask_ratio
+        self.pos_embed.requires_grad = False  # MAE's fixed sin-cos embedding
+
+    def forward(self, x: torch.Tensor, mask: bool | None = True, noise: torch.Tensor | None = None):
+        """x: (B, 3, H, W).
+
+        With ``mask`` (pretraining): returns latent (B, 1 + L_keep, C), the
+        class token and the visible patches after the final norm; mask (B, L),
+        1 where a patch was masked; ids_restore (B, L) (:func:`random_masking`,
+        given ``noise`` (B, L) or drawing it). L = (H/p)(W/p).
+        With ``mask=None`` or False: the (B, C, H/p, W/p) map of the last
+        block after the final norm, as :class:`MAEViT`.
+        """
+        if mask is None or mask is False:
+            return super().forward(x)
+        x = self.patch_embed(x)  # B, h, w, C
+        B, h, w, C = x.shape
+        pos = resample_abs_pos_embed(self.pos_embed, new_size=(h, w), old_size=self.grid_size,
+                                     num_prefix_tokens=1, antialias=self.pos_antialias)
+        x, mask, ids_restore = random_masking(x.reshape(B, h * w, C) + pos[:, 1:], self.mask_ratio, noise)
+        x = torch.cat([(self.cls_token + pos[:, :1]).expand(B, -1, -1), x], dim=1)
+        x = self.pos_drop(x)
+        for block in self.blocks:
+            x = self.run_block(block, x)
+        return self.norm(x), mask, ids_restore

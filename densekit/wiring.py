@@ -35,6 +35,9 @@ def check_wiring(model: nn.Module) -> None:
     for i, module in enumerate(necks):
         key = 'model.neck' if len(necks) == 1 else f'model.neck[{i}]'
         expected = getattr(module, 'in_channels', None)
+        embed = getattr(module, 'decoder_embed', None)  # mmpretrain's MAE decoders: the last map's tokens in
+        if expected is None and isinstance(embed, nn.Linear) and embed.in_features != channels[-1]:
+            raise ValueError(_mismatch(f'{key}.embed_dim', embed.in_features, channels, source, channels[-1]))
         if isinstance(expected, (list, tuple)) and list(expected) != channels:
             raise ValueError(_mismatch(f'{key}.in_channels', list(expected), channels, source, channels))
         if isinstance(expected, int) and expected != channels[-1]:
@@ -64,7 +67,7 @@ def _neck_outputs(neck: nn.Module, channels: list[int]) -> list[int] | None:
         return list(out)
     if isinstance(out, int) and isinstance(getattr(neck, 'num_outs', None), int):
         return [out] * neck.num_outs  # FPN
-    if out is None and getattr(neck, 'in_channels', None) is None:
+    if out is None and getattr(neck, 'in_channels', None) is None and next(neck.parameters(), None) is None:
         return channels  # pooling necks (GlobalAveragePooling) keep the channels
     return None
 

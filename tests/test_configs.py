@@ -20,6 +20,11 @@ def test_config_builds_model(path):
     from mmengine.registry import MODELS
     cfg.model.backbone.init_cfg = None  # no pretrained files in CI
     model = MODELS.build(cfg.model)
+    if cfg.model.type == 'MAE':  # pretraining: the decoder reads the encoder's tokens on its patch grid
+        assert cfg.model.neck.embed_dim == model.backbone.out_channels[-1]
+        assert cfg.model.neck.num_patches == model.backbone.grid_size[0] * model.backbone.grid_size[1]
+        assert cfg.model.neck.patch_size == cfg.model.head.patch_size == model.backbone.patch_size
+        return
     if task == 'classification':
         # the head reads the one map (or class token) the backbone returns
         assert len(model.backbone.out_indices) == 1
@@ -173,12 +178,20 @@ def _cls_batch(cfg: Config) -> dict:
                 data_samples=samples)
 
 
+def _mae_batch(cfg: Config) -> dict:
+    """Two unlabelled images at the pretraining size, stacked as default_collate does."""
+    from mmpretrain.structures import DataSample
+    size = cfg.model.backbone.img_size
+    return dict(inputs=torch.randint(0, 255, (2, 3, size, size), dtype=torch.uint8),
+                data_samples=[DataSample(), DataSample()])
+
+
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: str(p.relative_to(ROOT / 'configs')))
 def test_config_two_training_steps(path):
     """Two optimizer steps of the full model (random init) on a 2-image
     64x64 batch (classification: with the config's mixup/cutmix; detection:
-    two boxes with masks per image): losses are finite and the backbone's
-    weights move."""
+    two boxes with masks per image; MAE pretraining: at its input size):
+    losses are finite and the backbone's weights move."""
     from mmengine.model import revert_sync_batchnorm
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import MODELS
@@ -191,8 +204,8 @@ def test_config_two_training_steps(path):
         # with the positives (up to a quarter of them); the wiring is the same
         cfg.model.train_cfg.rcnn.sampler.num = 64
     torch.manual_seed(0)
-    batch = {'classification': _cls_batch, 'detection': _det_batch,
-             'segmentation': _seg_batch}[task_of(cfg)](cfg)
+    batch = {'classification': _cls_batch, 'detection': _det_batch, 'segmentation': _seg_batch,
+             'pretraining': _mae_batch}['pretraining' if cfg.model.type == 'MAE' else task_of(cfg)](cfg)
     model = MODELS.build(cfg.model)
     model.init_weights()
     model = revert_sync_batchnorm(model)

@@ -2,9 +2,10 @@
 
 * the toolbox's own inference API (mmseg ``init_model``/``inference_model``,
   mmdet ``init_detector``/``inference_detector``, mmpretrain ``get_model`` +
-  ``ImageClassificationInferencer``) builds the model and predicts with no
-  dataset on disk (before: mmdet's ``init_detector`` failed on all 7 COCO
-  configs: it builds the test dataset for its metainfo);
+  ``ImageClassificationInferencer``; MAE pretraining: ``get_model`` and the
+  encoder's features) builds the model and predicts with no dataset on disk
+  (before: mmdet's ``init_detector`` failed on all 7 COCO configs: it builds
+  the test dataset for its metainfo);
 * what a distributed run does to the model's norms (``sync_bn`` through our
   wrappers on GPUs, SyncBN -> per-process BN on CPU processes) leaves its
   eval outputs unchanged (before: mmengine's conversion dropped the
@@ -69,6 +70,9 @@ def _predict(model, task, image) -> list[torch.Tensor]:
     if task == 'segmentation':
         from mmseg.apis import inference_model
         return [inference_model(model, image).seg_logits.data]
+    if task == 'pretraining':  # MAE: the encoder's unmasked features (mmpretrain's extract_feat)
+        inputs = torch.from_numpy(image).permute(2, 0, 1)[None]
+        return [model.extract_feat(model.data_preprocessor(dict(inputs=inputs, data_samples=None))['inputs'])[-1]]
     if task == 'detection':
         from mmdet.apis import inference_detector
         pred = inference_detector(model, image).pred_instances
@@ -80,7 +84,7 @@ def _predict(model, task, image) -> list[torch.Tensor]:
 @pytest.mark.parametrize('config', CONFIGS)
 def test_inference_api_without_dataset_and_distributed_norms(config, tmp_path):
     cfg = load_config(config)
-    task = task_of(cfg)
+    task = 'pretraining' if cfg.model.type == 'MAE' else task_of(cfg)
     for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):  # no data anywhere
         if cfg.get(name) and 'data_root' in cfg[name].dataset:
             cfg[name].dataset.data_root = str(tmp_path / 'absent')

@@ -6,6 +6,8 @@ and print the score.
     python tools/demo.py                          # UPerNet + Swin, ADE20K layout (mIoU, overlays)
     python tools/demo.py --task classification    # ConvMixer, ImageNet layout (top-1/top-5)
     python tools/demo.py --task detection         # Mask R-CNN + Swin, COCO layout (box/mask mAP, overlays)
+    python tools/demo.py --task mae               # MAE pretraining of a small ViT on the classification
+                                                  # images (loss curve, PNG of reconstructions)
 """
 import argparse
 import glob
@@ -24,6 +26,9 @@ TASKS = {
                            work_dir='work_dirs/demo_cls', data='data/synthetic_cls'),
     'detection': dict(config='configs/demo/mask-rcnn_swin-demo_synthetic-coco.py',
                       work_dir='work_dirs/demo_det', data='data/synthetic_coco'),
+    # pretraining: no held-out score, the reconstructions of the val images instead
+    'mae': dict(config='configs/demo/mae_vit-demo_synthetic-cls.py', work_dir='work_dirs/demo_mae',
+                data='data/synthetic_cls'),
 }
 
 
@@ -60,9 +65,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--task', choices=sorted(TASKS), default='segmentation')
     parser.add_argument('--work-dir', help='default: work_dirs/demo (segmentation), work_dirs/demo_cls, '
-                        'work_dirs/demo_det')
-    parser.add_argument('--data', help='default: data/synthetic_ade (segmentation), data/synthetic_cls, '
-                        'data/synthetic_coco')
+                        'work_dirs/demo_det, work_dirs/demo_mae')
+    parser.add_argument('--data', help='default: data/synthetic_ade (segmentation), data/synthetic_cls '
+                        '(classification, mae), data/synthetic_coco')
     parser.add_argument('--cfg-options', nargs='+', default=[], metavar='KEY=VALUE',
                         help='passed to tools/train.py and tools/test.py')
     args = parser.parse_args(argv)
@@ -76,6 +81,8 @@ def main(argv=None):
     trained = time.time()
     with open(os.path.join(ROOT, work_dir, 'last_checkpoint')) as f:
         checkpoint = f.read().strip()
+    if args.task == 'mae':
+        return show_mae(task['config'], checkpoint, work_dir, data, start, trained)
     metrics_file = os.path.join(ROOT, work_dir, 'demo_metrics.json')
     show = ['--show-dir', os.path.join(ROOT, work_dir, 'overlays')] if args.task != 'classification' else []
     run('tools/test.py', task['config'], checkpoint, '--work-dir', work_dir, '--out', metrics_file,
@@ -88,6 +95,21 @@ def main(argv=None):
     if show:
         overlays = glob.glob(os.path.join(show[1], '**', '*.[pj][np]g'), recursive=True)
         print(f'{len(overlays)} prediction overlays under {os.path.relpath(show[1], ROOT)}/')
+    print('=' * 64)
+
+
+def show_mae(config: str, checkpoint: str, work_dir: str, data: str, start: float, trained: float) -> None:
+    """The MAE demo's ending: the logged loss curve and the reconstruction PNG."""
+    logs = sorted(glob.glob(os.path.join(ROOT, work_dir, '*', 'vis_data', 'scalars.json')))
+    with open(logs[-1]) as f:  # this run's (the newest timestamp)
+        curve = [json.loads(line) for line in f if '"loss"' in line]
+    png = os.path.join(ROOT, work_dir, 'reconstructions.png')
+    run('tools/mae_reconstruct.py', config, checkpoint, os.path.join(data, 'val'), '--out', png)
+    print('\n' + '=' * 64)
+    print('DEMO (mae) reconstruction loss (per-patch normalised pixels, masked patches) by iteration:')
+    print('  ' + '  '.join(f"{r['step']}: {r['loss']:.4f}" for r in curve))
+    print(f'training {trained - start:.0f} s, total {time.time() - start:.0f} s')
+    print(f'original | masked | reconstruction: {os.path.relpath(png, ROOT)}')
     print('=' * 64)
 
 

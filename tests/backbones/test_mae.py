@@ -168,3 +168,103 @@ def test_config_pairs_backbone_adapter_head_and_layer_decay():
     groups = build_optim_wrapper(_Segmentor(MAEViT(SMALL)), cfg.optim_wrapper).optimizer.param_groups
     assert sorted({round(g['lr_scale'], 6) for g in groups})[0] == round(0.65 ** (SMALL['depth'] + 1), 6)
     assert cfg.param_scheduler[-1].end == cfg.train_cfg.max_iters == 126400
+
+
+# -- pretraining (MAEPretrainViT in mmpretrain's MAE) ---------------------------
+def _mae(backbone: dict, patch: int = 8, grid: int = 4, width: int = 32):
+    """mmpretrain's MAE (decoder 16 wide, 1 block; normalised-pixel L2 head) around ``backbone``."""
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS as MMPRETRAIN
+    init_default_scope('mmpretrain')
+    return MMPRETRAIN.build(dict(
+        type='MAE', backbone=backbone,
+        neck=dict(type='MAEPretrainDecoder', num_patches=grid * grid, patch_size=patch, in_chans=3, embed_dim=width,
+                  decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2, mlp_ratio=4.),
+        head=dict(type='MAEPretrainHead', norm_pix=True, patch_size=patch,
+                  loss=dict(type='PixelReconstructionLoss', criterion='L2'))))
+
+
+def test_pretraining_loss_equals_mmpretrains_mae():
+    """Our ViT in mmpretrain's MAE against mmpretrain's own MAEViT, same
+    (random) weights and the same mask (same noise): mask and ids_restore
+    equal, latent, loss and every encoder gradient within 1e-5."""
+    from densekit.backbones.mae import MAEPretrainViT
+    torch.manual_seed(0)
+    ref = _mae(dict(type='MAEViT', arch=dict(embed_dims=32, num_layers=3, num_heads=2, feedforward_channels=128),
+                    img_size=32, patch_size=8, mask_ratio=0.75))
+    ref.init_weights()
+    for p in ref.parameters():  # no zero bias or unit norm hides a swapped tensor
+        p.data.add_(torch.randn_like(p) * 0.05)
+    ours = _mae(dict(type='densekit.MAEPretrainViT', arch=dict(embed_dims=32, depth=3, num_heads=2, patch_size=8),
+                     img_size=32, mask_ratio=0.75))
+    assert isinstance(ours.backbone, MAEPretrainViT)
+    report = ours.backbone.load_pretrained_state(ref.backbone.state_dict())
+    assert report.loaded == len(ours.backbone.state_dict()) and not report.missing and not report.unexpected
+    ours.neck.load_state_dict(ref.neck.state_dict())
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+    torch.manual_seed(7)  # each backbone draws its masking noise first: torch.rand(B, L)
+    latent_ref, mask_ref, ids_ref = ref.backbone(x)
+    torch.manual_seed(7)
+    latent, mask, ids = ours.backbone(x)
+    assert torch.equal(mask, mask_ref) and torch.equal(ids, ids_ref) and mask.sum() == 2 * 12
+    assert (latent - latent_ref).abs().max() <= 1e-5
+
+    torch.manual_seed(7)
+    loss_ref = ref.loss(x, [])['loss']
+    torch.manual_seed(7)
+    loss = ours.loss(x, [])['loss']
+    assert loss.item() > 0.1 and abs(loss.item() - loss_ref.item()) <= 1e-5
+    loss_ref.backward()
+    loss.backward()
+    ref_grads = {k: p.grad for k, p in ref.backbone.named_parameters() if p.requires_grad}
+    converted = MAEPretrainViT.checkpoint_filter(ref_grads, ours.backbone)  # their names -> ours
+    ours_grads = {k: p.grad for k, p in ours.backbone.named_parameters() if p.requires_grad}
+    assert set(ours_grads) <= set(converted) and len(ours_grads) == len(ref_grads)
+    for k, g in ours_grads.items():
+        assert (g - converted[k]).abs().max() <= 1e-5, k
+
+
+def test_random_masking_takes_the_given_noise():
+    from densekit.backbones.mae import random_masking
+    tokens = torch.arange(2 * 8 * 3, dtype=torch.float).reshape(2, 8, 3)
+    noise = torch.tensor([[.9, .1, .8, .2, .7, .3, .6, .4], [.0, .1, .2, .3, .4, .5, .6, .7]])
+    visible, mask, ids_restore = random_masking(tokens, 0.75, noise)
+    assert torch.equal(visible, torch.stack([tokens[0, [1, 3]], tokens[1, [0, 1]]]))  # lowest noise kept
+    assert mask.tolist() == [[1, 0, 1, 0, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1, 1, 1]]
+    assert torch.equal(noise.argsort(1).gather(1, ids_restore), torch.arange(8).expand(2, 8))
+
+
+def test_pretraining_encoder_holds_exactly_the_weights_segmentation_loads():
+    """MAEPretrainViT's state dict is MAEViT's (all blocks, final norm): a
+    segmentation MAEViT (blocks 1/3, no final norm) loads it with nothing
+    missing; the unmasked forward is MAEViT's; the sin-cos position embedding
+    is frozen in pretraining only."""
+    from densekit.backbones.mae import MAEPretrainViT
+    pre = MAEPretrainViT(dict(SMALL, depth=4), img_size=64, patch_size=16)
+    pre.init_weights()
+    assert not pre.pos_embed.requires_grad and pre.blocks[-1].drop_path1.__class__ is nn.Identity
+    same = MAEViT(dict(SMALL, depth=4), img_size=64, out_indices=(3,), out_norm='last', drop_path_rate=0.)
+    assert list(pre.state_dict()) == list(same.state_dict())
+    seg = MAEViT(dict(SMALL, depth=4), img_size=64, out_indices=(1, 3))
+    report = seg.load_pretrained_state(pre.state_dict())
+    assert not report.missing and not report.unexpected and report.ignored == ['norm.bias', 'norm.weight']
+    assert seg.pos_embed.requires_grad and torch.equal(seg.blocks[2].mlp.fc1.weight, pre.blocks[2].mlp.fc1.weight)
+    same.load_state_dict(pre.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(pre.eval()(x, mask=None)[0], same.eval()(x)[0])
+
+
+@pytest.mark.parametrize('ratio', [0, 1, 1.5, -0.25, True, '0.75'])
+def test_mask_ratio_outside_0_1_is_one_line_naming_the_key(ratio):
+    from densekit.backbones.mae import MAEPretrainViT
+    with pytest.raises(ValueError, match=r'^model\.backbone\.mask_ratio=.* must lie in \(0, 1\): the fraction '
+                       r'of patches masked in pretraining \(MAE uses 0\.75\)$'):
+        MAEPretrainViT(SMALL, mask_ratio=ratio)
+
+
+def test_mask_ratio_that_leaves_no_patch_visible_says_so():
+    from densekit.backbones.mae import MAEPretrainViT
+    with pytest.raises(ValueError, match=r'mask_ratio=0.99 leaves no visible patch of the 16 at img_size=64'):
+        MAEPretrainViT(SMALL, img_size=64, mask_ratio=0.99)

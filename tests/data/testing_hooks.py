@@ -64,3 +64,13 @@ class RecordLosses(Hook):
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
         with open(f'{runner.work_dir}/losses_rank{runner.rank}.txt', 'a') as f:
             f.write(f"{float(outputs['loss']):.9g}\n")
+
+
+@HOOKS.register_module()
+class WeightsBeforeTraining(Hook):
+    """Saves the model's state dict as training starts (after ``load_from``)
+    to work_dir/before_train.pth."""
+
+    def before_train(self, runner):
+        model = getattr(runner.model, 'module', runner.model)
+        torch.save(model.state_dict(), f'{runner.work_dir}/before_train.pth')
