@@ -65,7 +65,7 @@ def main(argv=None):
                       'training from scratch')
                 cfg.resume = False
         if not cfg.get('resume'):
-            check_pretrained(cfg)
+            check_pretrained(cfg, args.cfg_options)
         note = fit_log_interval(cfg)
         if note:
             print(f'DenseKit: {note}')
