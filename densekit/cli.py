@@ -70,22 +70,49 @@ def user_errors(tool: str):
         sys.exit(1)
 
 
-# Warnings about the libraries' own internals that a user cannot act on
-# (mmengine's FileClient deprecation, mmseg's loss defaults, its visualization
-# hook switched off in training, metric prefixes): log file only.
+# Warnings and prints about the libraries' own internals that a user cannot act
+# on (mmengine's FileClient deprecation and its "Loads checkpoint by local
+# backend" print, mmseg's build_loss/loss defaults, its visualization hook
+# switched off in training, metric prefixes, torch.jit's tracer notes while
+# exporting, mmdet's COCO-classes default before our classes are set, a label
+# (text, box, polygon) drawn past the image border, numpy 2's __array_wrap__ notice): log file only,
+# or nowhere for the tools without one (--verbose shows them).
 LIBRARY_NOTICES = re.compile(r'.*(deprecat|is the alias of|avg_non_ignore|The draw is False|'
-                             r'The prefix is not set in metric)', re.IGNORECASE | re.DOTALL)
+                             r'The prefix is not set in metric|TracerWarning|use COCO classes|'
+                             r'is out of bounds, the drawn|__array_wrap__|Loads checkpoint by)',
+                             re.IGNORECASE | re.DOTALL)
+
+
+# mmengine's metrics line at the end of a test run (progress lines carry an eta):
+# tools/test.py prints the metrics itself, one per line.
+TEST_METRICS_LINE = re.compile(r'(Epoch|Iter)\(test\) +\[ *(\d+)/\2\] +(?=\S)(?!eta)')
 
 
 class ConsoleFilter(logging.Filter):
     """Keeps errors, warnings (less :data:`LIBRARY_NOTICES`) and the
-    :data:`CONSOLE_INFO` lines on the console."""
+    :data:`CONSOLE_INFO` lines on the console; with ``testing``, not the
+    test run's metrics line (:data:`TEST_METRICS_LINE`), which the tool prints."""
+
+    def __init__(self, testing: bool = False) -> None:
+        super().__init__()
+        self.testing = testing
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if record.levelno >= logging.WARNING:
             return record.levelno >= logging.ERROR or not LIBRARY_NOTICES.match(message)
+        if self.testing and TEST_METRICS_LINE.match(message):
+            return False
         return bool(CONSOLE_INFO.match(message))
+
+
+def format_metric(value) -> str:
+    """A metric for the console: 4 significant digits, no exponent for the
+    usual ranges (mIoU 90.71, COCO mAP 0.6, 0.0004), as the metric gives it
+    (mmdet's CocoMetric rounds to 3 decimals, mmseg's IoUMetric to 2)."""
+    if isinstance(value, bool) or not isinstance(value, float):
+        return str(value)
+    return f'{value:.4g}' if value == 0 or 1e-4 <= abs(value) < 1e5 else f'{value:.3e}'
 
 
 def route_warnings(logger: logging.Logger) -> None:
@@ -99,11 +126,79 @@ def route_warnings(logger: logging.Logger) -> None:
     warnings.showwarning = showwarning
 
 
+def console_warning(line: str) -> None:
+    """Print ``line`` on stderr above any running tqdm progress bar (a bare
+    print would land in the middle of the bar's line)."""
+    from tqdm import tqdm
+    tqdm.write(line, file=sys.stderr)
+
+
+@contextmanager
+def quiet_libraries(tool: str, verbose: bool = False):
+    """The console of a tool that runs without mmengine's Runner (infer, export,
+    flops_params, convert_checkpoint): Python warnings print as one line
+    ``<tool>: warning: ...`` above any progress bar, except
+    :data:`LIBRARY_NOTICES`; lines the libraries print on stdout that are
+    library notices are dropped, and mmengine's logger keeps its console to
+    warnings that matter and the :data:`CONSOLE_INFO` lines. ``verbose``: the
+    notices are shown too."""
+    import warnings
+
+    from mmengine.logging import MMLogger
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        text = f'{category.__name__}: {message}'
+        if verbose or not LIBRARY_NOTICES.match(text):
+            console_warning(f'{tool}: warning: {message}' + (f' ({filename}:{lineno})' if verbose else ''))
+
+    logger = MMLogger.get_current_instance()
+    added = []
+    if not verbose:
+        for handler in logger.handlers:
+            if type(handler) is logging.StreamHandler:
+                added.append((handler, ConsoleFilter()))
+                handler.addFilter(added[-1][1])
+    saved = sys.stdout
+    with warnings.catch_warnings():
+        warnings.showwarning = showwarning
+        if not verbose:
+            sys.stdout = _DropNotices(saved)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stdout = saved
+            for handler, f in added:
+                handler.removeFilter(f)
+
+
+class _DropNotices(io.TextIOBase):
+    """A stdout that passes every complete line but :data:`LIBRARY_NOTICES`."""
+
+    def __init__(self, stream) -> None:
+        self._stream, self._pending = stream, ''
+
+    def write(self, text: str) -> int:
+        lines = (self._pending + text).split('\n')
+        self._pending = lines.pop()
+        for line in lines:
+            if not LIBRARY_NOTICES.match(line):
+                self._stream.write(line + '\n')
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending and not LIBRARY_NOTICES.match(self._pending):
+            self._stream.write(self._pending)
+        self._pending = ''
+        self._stream.flush()
+
+
 class _QuietConsole:
     """A Runner whose console handler passes :class:`ConsoleFilter` only; the
     log file (``<work_dir>/<timestamp>/<timestamp>.log``) keeps everything."""
 
     verbose = False
+    testing = False  # a test run: its config dump goes to its timestamped log dir
 
     def build_logger(self, log_level='INFO', log_file=None, **kwargs):
         logger = super().build_logger(log_level, log_file, **kwargs)
@@ -111,10 +206,18 @@ class _QuietConsole:
             route_warnings(logger)  # before the model is built: the toolboxes warn while building
             for handler in logger.handlers:
                 # the console handler is a plain StreamHandler (FileHandler subclasses it)
-                if type(handler) is logging.StreamHandler and not any(
-                        isinstance(f, ConsoleFilter) for f in handler.filters):
-                    handler.addFilter(ConsoleFilter())
+                if type(handler) is logging.StreamHandler:
+                    handler.filters = [f for f in handler.filters if not isinstance(f, ConsoleFilter)]
+                    handler.addFilter(ConsoleFilter(self.testing))
         return logger
+
+    def dump_config(self) -> None:
+        """Training's dump stays ``<work_dir>/<config name>``; a test run's goes
+        to ``<work_dir>/<timestamp>/`` beside its log, so it never overwrites it."""
+        if not self.testing:
+            return super().dump_config()
+        name = osp.basename(self.cfg.filename) if self.cfg.filename else f'{self.timestamp}.py'
+        self.cfg.dump(osp.join(self.log_dir, name))
 
 
 class QuietRunner(_QuietConsole, Runner):
@@ -125,13 +228,14 @@ class QuietFlexibleRunner(_QuietConsole, FlexibleRunner):
     pass
 
 
-def build_runner(cfg, flexible: bool = False, verbose: bool = False) -> Runner:
+def build_runner(cfg, flexible: bool = False, verbose: bool = False, testing: bool = False) -> Runner:
     """mmengine's Runner (or FlexibleRunner) from ``cfg``, with a quiet console
     (see :class:`ConsoleFilter`) unless ``verbose``, and the model's channel
     wiring checked (:func:`densekit.wiring.check_wiring`) before anything runs.
-    Prints where the full log goes."""
+    ``testing`` (tools/test.py): the config dump goes to the run's timestamped
+    folder, and the metrics line is left to the tool. Prints where the full log goes."""
     cls = QuietFlexibleRunner if flexible else QuietRunner
-    cls.verbose = verbose
+    cls.verbose, cls.testing = verbose, testing
     runner = cls.from_cfg(cfg)
     check_wiring(runner.model)  # FlexibleRunner builds its model later: then nothing to check
     if runner.rank == 0:

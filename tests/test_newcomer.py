@@ -1,10 +1,15 @@
 """What a fresh new-user trial still tripped on after the first round of
 issue 24 (tests/test_first_hour.py): each kind, fixed in the shared place."""
+import logging
+import re
+import warnings
+
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, TINY_SEG, run_main
 from densekit.config import ConfigKeyError, check_pretrained, load_config
 
+TINY_DET = ROOT / 'tests' / 'data' / 'tiny_mask-rcnn_swin.py'
 DEMOS = {'segmentation': 'configs/demo/upernet_swin-demo_synthetic-ade.py',
          'classification': 'configs/demo/convmixer-demo_synthetic-cls.py',
          'detection': 'configs/demo/mask-rcnn_swin-demo_synthetic-coco.py'}
@@ -58,3 +63,103 @@ def test_missing_pretrained_file_points_to_get_weights(monkeypatch, tmp_path):
     assert msg.startswith(f'--cfg-options model.backbone.init_cfg.checkpoint=w/swin.pth: no such file '
                           f'(resolved as {tmp_path}/w/swin.pth)')
     assert 'init_cfg.checkpoint=PATH' not in msg and 'tools/get_weights.py' in msg
+
+
+# -- tools/test.py: its own config dump, metrics once and readable ------------------
+
+@pytest.fixture(scope='module')
+def tiny_seg_checkpoint(tmp_path_factory):
+    """Random weights of the tiny UPerNet (tools/test.py wants a fitting file, not a trained one)."""
+    import torch
+
+    from densekit.convert import build_model
+    path = tmp_path_factory.mktemp('ckpt') / 'tiny_seg.pth'
+    torch.save({'state_dict': build_model(str(TINY_SEG)).state_dict(), 'meta': {}}, path)
+    return path
+
+
+def test_test_run_keeps_the_training_config_dump_and_prints_metrics_once(
+        synthetic_ade, tiny_seg_checkpoint, tmp_path, capsys):
+    work = tmp_path / 'work'
+    work.mkdir()
+    dump = work / TINY_SEG.name  # what training wrote
+    dump.write_text('# the training run\n')
+    out, err = run_main(capsys, 'test', str(TINY_SEG), str(tiny_seg_checkpoint), '--work-dir', str(work),
+                        '--cfg-options', f'data_root={synthetic_ade}')
+    assert dump.read_text() == '# the training run\n'
+    assert len(list(work.glob(f'*/{TINY_SEG.name}'))) == 1  # the test run's, beside its log
+    console = out + err
+    assert console.count('mIoU') == 1, console  # not also in mmengine's Iter(test) metrics line
+    assert re.search(r'^mIoU: \d', out, re.M)
+    assert not NOTICES.search(console), console  # "Loads checkpoint by  backend" is off the console
+
+
+def test_metrics_print_with_four_significant_digits():
+    from densekit.cli import format_metric
+    assert [format_metric(v) for v in (90.7123, 0.6, 0.0004, 0.0, -1.0, 12)] == \
+        ['90.71', '0.6', '0.0004', '0', '-1', '12']
+
+
+def test_console_leaves_the_test_metrics_line_to_the_tool():
+    from densekit.cli import ConsoleFilter
+    testing = ConsoleFilter(testing=True)
+    record = lambda msg: logging.makeLogRecord(dict(msg=msg, levelno=logging.INFO))  # noqa: E731
+    assert testing.filter(record('Iter(test) [2/2]    eta: 0:00:00  time: 3.4  data_time: 0.01'))
+    assert not testing.filter(record('Iter(test) [2/2]    aAcc: 1.65  mIoU: 0.25  mAcc: 13.3'))
+    assert not testing.filter(record('Epoch(test) [ 50/50]    coco/bbox_mAP: 0.6000  coco/bbox_mAP_50: 0.65'))
+    assert ConsoleFilter().filter(record('Iter(val) [2/2]    aAcc: 1.65  mIoU: 0.25'))  # training's validation
+
+
+# -- library notices stay off the console of every tool --------------------------
+
+# what mmseg, mmdet, torch.jit, numpy and mmengine print about their own internals
+NOTICES = re.compile(r'build_loss|avg_non_ignore|TracerWarning|Converting a tensor to a Python|'
+                     r'use COCO classes|out of bounds|__array_wrap__|Loads checkpoint by')
+
+
+def _console(capsys, tool, *args):
+    with warnings.catch_warnings():
+        warnings.simplefilter('always')  # warnings earlier tests triggered are shown again
+        out, err = run_main(capsys, tool, *args)
+    return out + err
+
+
+def test_library_notices_stay_off_the_console_of_every_tool(synthetic_ade, tiny_seg_checkpoint, tmp_path, capsys):
+    images = str(synthetic_ade / 'images' / 'validation')
+    infer = ['infer', str(TINY_SEG), str(tiny_seg_checkpoint), images, '--out', str(tmp_path / 'out')]
+    shown = _console(capsys, *infer, '--verbose')
+    assert NOTICES.search(shown), shown  # the libraries do say these things: --verbose shows them
+    for args in (infer,
+                 ['export', str(TINY_SEG), str(tiny_seg_checkpoint), '--out', str(tmp_path / 'm.onnx')],
+                 ['analysis/flops_params', str(TINY_SEG)]):
+        console = _console(capsys, *args)
+        assert not NOTICES.search(console), f'{args[0]}:\n{console}'
+
+
+def test_detection_inference_console_has_no_library_notices(tmp_path, capsys):
+    import cv2
+    import numpy as np
+    import torch
+
+    from densekit.convert import build_model
+    checkpoint = tmp_path / 'det.pth'
+    torch.save({'state_dict': build_model(str(TINY_DET)).state_dict(), 'meta': {}}, checkpoint)
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / 'a.jpg'), image)
+    console = _console(capsys, 'infer', str(TINY_DET), str(checkpoint), str(tmp_path / 'a.jpg'),
+                       '--out', str(tmp_path / 'out'), '--score-thr', '0')
+    assert not NOTICES.search(console), console
+    assert '1 image(s) ->' in console
+
+
+def test_warning_during_a_progress_bar_gets_its_own_line(capsys):
+    from tqdm import tqdm
+
+    from densekit.cli import quiet_libraries
+    with quiet_libraries('infer'):
+        for i in tqdm(range(2), desc='inference'):
+            warnings.warn(f'image {i}: skipped, not a readable image')
+    err = capsys.readouterr().err
+    warned = [line for line in err.replace('\r', '\n').splitlines() if 'skipped' in line]
+    assert warned == ['infer: warning: image 0: skipped, not a readable image',
+                      'infer: warning: image 1: skipped, not a readable image'], err

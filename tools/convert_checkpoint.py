@@ -27,7 +27,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import densekit  # noqa: E402,F401
-from densekit.cli import user_errors  # noqa: E402
+from densekit.cli import quiet_libraries, user_errors  # noqa: E402
 from densekit.convert import build_backbone, convert_checkpoint, convert_whole_model  # noqa: E402
 from mmengine.config import DictAction  # noqa: E402
 
@@ -47,8 +47,10 @@ def main(argv=None):
                         help='other backbone arguments, e.g. out_norm=last img_size=384')
     parser.add_argument('--strict', action='store_true', help='fail when any backbone weight is missing '
                         'from the checkpoint or a converted key is not in the backbone')
+    parser.add_argument('--verbose', action='store_true',
+                        help="also show the libraries' own notices (deprecations, tracer warnings)")
     args = parser.parse_args(argv)
-    with user_errors('convert_checkpoint'):
+    with user_errors('convert_checkpoint'), quiet_libraries('convert_checkpoint', args.verbose):
         if os.path.abspath(args.src) == os.path.abspath(args.dst):
             raise ValueError(f'{args.dst}: refusing to overwrite the source checkpoint')
         if args.family.endswith('.py'):

@@ -19,7 +19,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import densekit  # noqa: E402,F401
-from densekit.cli import user_errors  # noqa: E402
+from densekit.cli import quiet_libraries, user_errors  # noqa: E402
 from densekit.export import export_onnx  # noqa: E402
 from mmengine.config import DictAction  # noqa: E402
 
@@ -35,9 +35,11 @@ def main(argv=None):
                         help='largest max-abs difference onnxruntime vs eager accepted (default 1e-4)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config entries')
+    parser.add_argument('--verbose', action='store_true',
+                        help="also show the libraries' own notices (deprecations, tracer warnings)")
     args = parser.parse_args(argv)
     size = None if not args.size else (args.size[0], args.size[-1])
-    with user_errors('export'):
+    with user_errors('export'), quiet_libraries('export', args.verbose):
         report = export_onnx(args.config, args.checkpoint, args.out, size=size, tolerance=args.tolerance,
                              cfg_options=args.cfg_options)
         print('\n'.join(report.lines()))

@@ -15,12 +15,11 @@ the same outputs.
 import argparse
 import os
 import sys
-import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import densekit  # noqa: E402,F401
-from densekit.cli import user_errors  # noqa: E402
+from densekit.cli import quiet_libraries, user_errors  # noqa: E402
 from densekit.inference import inference  # noqa: E402
 from mmengine.config import DictAction  # noqa: E402
 
@@ -37,10 +36,10 @@ def main(argv=None):
     parser.add_argument('--opacity', type=float, default=0.5, help='opacity of masks and overlays')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config entries')
+    parser.add_argument('--verbose', action='store_true',
+                        help="also show the libraries' own notices (deprecations, tracer warnings)")
     args = parser.parse_args(argv)
-    # skipped files are warned about in one line each, without the source line
-    warnings.formatwarning = lambda message, category, *_, **__: f'infer: warning: {message}\n'
-    with user_errors('infer'):
+    with user_errors('infer'), quiet_libraries('infer', args.verbose):
         skipped = []
         if args.checkpoint.endswith('.onnx'):
             from densekit.export import onnx_inference

@@ -18,7 +18,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import densekit  # noqa: E402,F401
 from densekit.checkpoint import extract_state_dict, load_file  # noqa: E402
-from densekit.cli import add_common_args, build_runner, parse, stdout_to_log, user_errors, work_dir_for  # noqa: E402
+from densekit.cli import (add_common_args, build_runner, format_metric, parse, stdout_to_log, user_errors,  # noqa: E402
+                          work_dir_for)
 from densekit.config import enable_tta, enable_visualization, load_config, task_of  # noqa: E402
 from densekit.inference import fit_checkpoint  # noqa: E402
 from densekit.whole_model import release_state_dict  # noqa: E402
@@ -52,20 +53,20 @@ def main(argv=None):
         cfg.load_from = None
 
         from mmengine.model import BaseTTAModel, is_model_wrapper
-        runner = build_runner(cfg, verbose=args.verbose)
+        runner = build_runner(cfg, verbose=args.verbose, testing=True)
         model = runner.model
         while is_model_wrapper(model) or isinstance(model, BaseTTAModel):  # DDP, --tta
             model = model.module
         fit_checkpoint(model, state, args.checkpoint, args.config)  # one message, before mmengine lists every key
-        try:
-            runner.load_checkpoint(args.checkpoint, map_location='cpu', strict=True)
-        except RuntimeError as err:
-            raise ValueError(f'{args.checkpoint} does not fit the model of {args.config}:\n{err}') from err
-        # numpy scalars -> Python numbers, so they print plainly and dump as JSON
-        with stdout_to_log(runner, args.verbose):
+        with stdout_to_log(runner, args.verbose):  # mmengine prints "Loads checkpoint by local backend"
+            try:
+                runner.load_checkpoint(args.checkpoint, map_location='cpu', strict=True)
+            except RuntimeError as err:
+                raise ValueError(f'{args.checkpoint} does not fit the model of {args.config}:\n{err}') from err
             metrics = runner.test()
+        # numpy scalars -> Python numbers, so they print plainly and dump as JSON
         metrics = {k: v.item() if hasattr(v, 'item') else v for k, v in metrics.items()}
-        print('\n'.join(f'{k}: {v:.2f}' if isinstance(v, float) else f'{k}: {v}' for k, v in metrics.items()))
+        print('\n'.join(f'{k}: {format_metric(v)}' for k, v in metrics.items()))
         if out:
             os.makedirs(os.path.dirname(out) or '.', exist_ok=True)
             with open(out, 'w') as f:

@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 
 import densekit  # noqa: E402,F401
 from densekit.analysis import build_model_from_config, count_complexity, default_input_shape  # noqa: E402
-from densekit.cli import user_errors  # noqa: E402
+from densekit.cli import quiet_libraries, user_errors  # noqa: E402
 from densekit.config import load_config  # noqa: E402
 from mmengine.config import DictAction  # noqa: E402
 
@@ -30,8 +30,10 @@ def main(argv=None):
                         "else 224 224)")
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config entries, e.g. model.backbone.arch=small')
+    parser.add_argument('--verbose', action='store_true',
+                        help="also show the libraries' own notices (deprecations, tracer warnings)")
     args = parser.parse_args(argv)
-    with user_errors('flops_params'):
+    with user_errors('flops_params'), quiet_libraries('flops_params', args.verbose):
         cfg = load_config(args.config, args.cfg_options)
         shape = tuple(args.shape or default_input_shape(cfg))
         in_channels = cfg.model.get('backbone', {}).get('in_channels', 3)
