@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-from conftest import ROOT, TINY_SEG, run_main
+from conftest import ROOT, TINY_SEG, run_main, run_tool
 from densekit.config import ConfigKeyError, check_pretrained, load_config
 
 TINY_DET = ROOT / 'tests' / 'data' / 'tiny_mask-rcnn_swin.py'
@@ -117,39 +117,29 @@ NOTICES = re.compile(r'build_loss|avg_non_ignore|TracerWarning|Converting a tens
                      r'use COCO classes|out of bounds|__array_wrap__|Loads checkpoint by')
 
 
-def _console(capsys, tool, *args):
-    with warnings.catch_warnings():
-        warnings.simplefilter('always')  # warnings earlier tests triggered are shown again
-        out, err = run_main(capsys, tool, *args)
-    return out + err
-
-
-def test_library_notices_stay_off_the_console_of_every_tool(synthetic_ade, tiny_seg_checkpoint, tmp_path, capsys):
-    images = str(synthetic_ade / 'images' / 'validation')
-    infer = ['infer', str(TINY_SEG), str(tiny_seg_checkpoint), images, '--out', str(tmp_path / 'out')]
-    shown = _console(capsys, *infer, '--verbose')
-    assert NOTICES.search(shown), shown  # the libraries do say these things: --verbose shows them
-    for args in (infer,
-                 ['export', str(TINY_SEG), str(tiny_seg_checkpoint), '--out', str(tmp_path / 'm.onnx')],
-                 ['analysis/flops_params', str(TINY_SEG)]):
-        console = _console(capsys, *args)
-        assert not NOTICES.search(console), f'{args[0]}:\n{console}'
-
-
-def test_detection_inference_console_has_no_library_notices(tmp_path, capsys):
+def test_library_notices_stay_off_the_console_of_every_tool(tiny_seg_checkpoint, tmp_path):
+    """Each tool in a fresh interpreter, as a user runs it: what reaches the
+    console (warnings included, which pytest would capture in-process)."""
     import cv2
     import numpy as np
     import torch
 
     from densekit.convert import build_model
-    checkpoint = tmp_path / 'det.pth'
-    torch.save({'state_dict': build_model(str(TINY_DET)).state_dict(), 'meta': {}}, checkpoint)
+    det_checkpoint = tmp_path / 'det.pth'
+    torch.save({'state_dict': build_model(str(TINY_DET)).state_dict(), 'meta': {}}, det_checkpoint)
     image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
     cv2.imwrite(str(tmp_path / 'a.jpg'), image)
-    console = _console(capsys, 'infer', str(TINY_DET), str(checkpoint), str(tmp_path / 'a.jpg'),
-                       '--out', str(tmp_path / 'out'), '--score-thr', '0')
-    assert not NOTICES.search(console), console
-    assert '1 image(s) ->' in console
+    runs = {  # the tool, and the notices it used to print
+        'infer': ([str(TINY_DET), str(det_checkpoint), str(tmp_path / 'a.jpg'), '--out', str(tmp_path / 'out'),
+                   '--score-thr', '0'], 'use COCO classes, out of bounds, __array_wrap__'),
+        'export': ([str(TINY_SEG), str(tiny_seg_checkpoint), '--out', str(tmp_path / 'm.onnx')],
+                   'build_loss, avg_non_ignore, TracerWarning'),
+        'analysis/flops_params': ([str(TINY_SEG)], 'build_loss, avg_non_ignore'),
+    }
+    for tool, (args, before) in runs.items():
+        proc = run_tool(tool, *args)
+        console = proc.stdout + proc.stderr
+        assert not NOTICES.search(console), f'{tool} (used to print {before}):\n{console}'
 
 
 def test_warning_during_a_progress_bar_gets_its_own_line(capsys):
@@ -163,3 +153,42 @@ def test_warning_during_a_progress_bar_gets_its_own_line(capsys):
     warned = [line for line in err.replace('\r', '\n').splitlines() if 'skipped' in line]
     assert warned == ['infer: warning: image 0: skipped, not a readable image',
                       'infer: warning: image 1: skipped, not a readable image'], err
+
+
+# -- tools/convert_checkpoint.py names the arch a checkpoint fits, in every layout --
+
+@pytest.mark.parametrize('family, layout, arch', [
+    ('swin', 'timm:swin_tiny_patch4_window7_224', 'tiny'),
+    ('vit', 'timm:vit_base_patch16_224', 'base'),
+    ('mae', 'timm:vit_base_patch16_224', 'base'),
+    ('levit', 'timm:levit_256', '256'),
+    ('coatnet', 'timm:coatnet_0_rw_224', '0-rw'),
+    ('convmixer', 'timm:convmixer_768_32', '768_32'),
+    ('vitae', 'ours:small', 'small'),  # timm has no ViTAE
+    ('swin', 'ours:base', 'base'),
+])
+def test_the_arch_a_checkpoint_fits_is_found_in_every_layout(family, layout, arch):
+    import timm
+    import torch
+
+    from densekit.convert import build_backbone, suggest_arch
+    source, name = layout.split(':')
+    with torch.device('meta'):  # shapes are all it takes
+        model = timm.create_model(name, pretrained=False) if source == 'timm' else build_backbone(family, name)
+    assert suggest_arch(family, model.state_dict()) == arch
+
+
+def test_wrong_arch_of_a_timm_release_names_the_right_one(tmp_path, capsys):
+    import timm
+    import torch
+    src = tmp_path / 'swin_t_timm.pth'
+    torch.save(timm.create_model('swin_tiny_patch4_window7_224', pretrained=False).state_dict(), src)
+    with pytest.raises(SystemExit):
+        run_main(capsys, 'convert_checkpoint', 'swin', str(src), str(tmp_path / 'out.pth'), '--arch', 'small')
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == (
+        f'convert_checkpoint: error: ValueError: {src} does not fit SwinTransformer(arch=small): of its 173 '
+        "tensors 171 fit the backbone (2 ignored: not backbone weights); 156 of the backbone's 333 weights are "
+        'not in the checkpoint. It fits --arch tiny; --allow-partial writes the partial conversion')
+    out, _ = run_main(capsys, 'convert_checkpoint', 'swin', str(src), str(tmp_path / 'out.pth'))
+    assert out.startswith('SwinTransformer(arch=tiny): matched 171 of 177 backbone tensors')  # the default arch, named

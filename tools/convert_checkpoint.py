@@ -28,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import densekit  # noqa: E402,F401
 from densekit.cli import quiet_libraries, user_errors  # noqa: E402
-from densekit.convert import build_backbone, convert_checkpoint, convert_whole_model  # noqa: E402
+from densekit.convert import build_backbone, convert_checkpoint, convert_whole_model, describe_backbone  # noqa: E402
 from mmengine.config import DictAction  # noqa: E402
 
 
@@ -64,11 +64,12 @@ def main(argv=None):
         model = build_backbone(args.family, args.arch, **args.options)
         report, out = convert_checkpoint(model, args.src, args.dst, prefix=args.prefix, strict=args.strict,
                                          allow_partial=args.allow_partial, family=args.family,
-                                         arch_options=args.options)
-        print(f'{type(model).__name__}(arch={args.arch or "default"}): matched {report.loaded} of '
-              f'{len(model.state_dict())} backbone tensors; missing {len(report.missing)}, '
-              f'unexpected {len(report.unexpected)}, ignored {len(report.ignored)}'
-              + (f', expected absent {len(report.expected)}' if report.expected else ''))
+                                         arch_options=args.options, arch=args.arch)
+        print(f'{describe_backbone(model, args.arch)}: matched {report.loaded} of {len(model.state_dict())} backbone '
+              f'tensors; missing {len(report.missing)}, unexpected {len(report.unexpected)}, ignored '
+              f'{len(report.ignored)} (in the checkpoint, not backbone weights)'
+              + (f', expected absent {len(report.expected)} (a classifier release lacks them)'
+                 if report.expected else ''))
         print(report)
         print(f'wrote {len(out)} tensors to {args.dst}')
 
