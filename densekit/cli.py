@@ -57,17 +57,94 @@ def work_dir_for(config: str) -> str:
 
 
 @contextmanager
-def user_errors(tool: str):
-    """Print known user errors as one clear line and exit 1."""
+def user_errors(tool: str, cfg_options: dict | None = None, verbose: bool = False):
+    """Print known user errors as one clear line and exit 1.
+
+    An error raised while the toolbox builds a module from the config names the
+    ``cfg_options`` (``--cfg-options``) that set that module's arguments
+    (:func:`overrides_in_build`). The traceback goes to the run's log file when
+    there is one, and to the console with ``verbose`` (or DENSEKIT_DEBUG=1,
+    which re-raises)."""
     try:
         yield
     except USER_ERRORS as err:
         if os.environ.get('DENSEKIT_DEBUG') == '1':
             raise
+        import traceback
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        culprits = overrides_in_build(err, cfg_options)
+        if culprits:
+            msg = (f'{msg} (raised building {culprits[0]}, where you set --cfg-options '
+                   f'{" ".join(culprits[1:])}: check that value)')
+        trace = ''.join(traceback.format_exception(err))
+        if verbose:
+            print(trace, end='', file=sys.stderr)
+        log_file = _log_traceback(trace)
         print(f'{tool}: error: {type(err).__name__}: {msg}', file=sys.stderr)
-        print(f'{tool}: (set DENSEKIT_DEBUG=1 for the traceback)', file=sys.stderr)
+        if not verbose:
+            where = f'in {log_file}' if log_file else 'with --verbose' if _has_verbose(tool) else \
+                'with DENSEKIT_DEBUG=1'
+            print(f'{tool}: (the traceback: {where})', file=sys.stderr)
         sys.exit(1)
+
+
+def _has_verbose(tool: str) -> bool:
+    return tool in ('train', 'test', 'infer', 'export', 'flops_params', 'convert_checkpoint')
+
+
+def _log_traceback(trace: str) -> str | None:
+    """Write ``trace`` to the current mmengine log file, if a Runner made one; returns its path."""
+    from mmengine.logging import MMLogger
+    if not MMLogger.check_instance_created(MMLogger.get_current_instance().instance_name):
+        return None
+    for handler in MMLogger.get_current_instance().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.stream.write(trace)
+            handler.flush()
+            return handler.baseFilename
+    return None
+
+
+def overrides_in_build(err: BaseException, cfg_options: dict | None) -> list[str]:
+    """[module type, 'key=value', ...]: the ``--cfg-options`` whose values the
+    innermost module being built when ``err`` was raised received (mmengine's
+    ``build_from_cfg`` frames hold the config dict they build); [] if none.
+    E.g. ``model.backbone.out_indices=5`` for SwinTransformer's
+    "'int' object is not iterable"."""
+    if not cfg_options:
+        return []
+    builds = []
+    tb = err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == 'build_from_cfg':
+            built = tb.tb_frame.f_locals.get('cfg')
+            if isinstance(built, dict) and 'type' in built:
+                builds.append(built)
+        tb = tb.tb_next
+    for built in reversed(builds):  # innermost first
+        found = [f'{key}={value}' for key, value in cfg_options.items() if _holds(built, key.split('.'), value)]
+        if found:
+            kind = built['type'] if isinstance(built['type'], str) else getattr(built['type'], '__name__', '?')
+            return [kind.split('.')[-1], *found]
+    return []
+
+
+def _holds(built: dict, parts: list[str], value) -> bool:
+    """Whether ``built`` (a module's config) has ``value`` at a tail of the key ``parts``."""
+    for start in range(1, len(parts)):
+        node = built
+        for part in parts[start:]:
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, (list, tuple)) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                break
+        else:
+            if node == value or (isinstance(node, (list, tuple)) and isinstance(value, (list, tuple))
+                                 and list(node) == list(value)):
+                return True
+    return False
 
 
 # Warnings and prints about the libraries' own internals that a user cannot act

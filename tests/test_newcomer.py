@@ -192,3 +192,24 @@ def test_wrong_arch_of_a_timm_release_names_the_right_one(tmp_path, capsys):
         'not in the checkpoint. It fits --arch tiny; --allow-partial writes the partial conversion')
     out, _ = run_main(capsys, 'convert_checkpoint', 'swin', str(src), str(tmp_path / 'out.pth'))
     assert out.startswith('SwinTransformer(arch=tiny): matched 171 of 177 backbone tensors')  # the default arch, named
+
+
+# -- an override the model cannot take is named --------------------------------------
+
+def test_error_building_the_model_names_the_override(capsys):
+    with pytest.raises(SystemExit):
+        run_main(capsys, 'analysis/flops_params', str(TINY_SEG), '--cfg-options', 'model.backbone.out_indices=5')
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["flops_params: error: TypeError: 'int' object is not iterable (raised building SwinTransformer, "
+                   'where you set --cfg-options model.backbone.out_indices=5: check that value)',
+                   'flops_params: (the traceback: with --verbose)']
+
+
+def test_training_keeps_the_traceback_in_its_log(synthetic_ade, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run_main(capsys, 'train', str(TINY_SEG), '--work-dir', str(tmp_path), '--cfg-options',
+                 f'data_root={synthetic_ade}', 'model.backbone.out_indices=5')
+    err = capsys.readouterr().err.splitlines()
+    assert 'where you set --cfg-options model.backbone.out_indices=5' in err[0]
+    log = err[1].removeprefix('train: (the traceback: in ').removesuffix(')')
+    assert log.startswith(str(tmp_path)) and 'Traceback (most recent call last)' in open(log).read()

@@ -50,7 +50,7 @@ def main(argv=None):
     parser.add_argument('--verbose', action='store_true',
                         help="also show the libraries' own notices (deprecations, tracer warnings)")
     args = parser.parse_args(argv)
-    with user_errors('convert_checkpoint'), quiet_libraries('convert_checkpoint', args.verbose):
+    with user_errors('convert_checkpoint', args.options, args.verbose), quiet_libraries('convert_checkpoint', args.verbose):
         if os.path.abspath(args.src) == os.path.abspath(args.dst):
             raise ValueError(f'{args.dst}: refusing to overwrite the source checkpoint')
         if args.family.endswith('.py'):

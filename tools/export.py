@@ -39,7 +39,7 @@ def main(argv=None):
                         help="also show the libraries' own notices (deprecations, tracer warnings)")
     args = parser.parse_args(argv)
     size = None if not args.size else (args.size[0], args.size[-1])
-    with user_errors('export'), quiet_libraries('export', args.verbose):
+    with user_errors('export', args.cfg_options, args.verbose), quiet_libraries('export', args.verbose):
         report = export_onnx(args.config, args.checkpoint, args.out, size=size, tolerance=args.tolerance,
                              cfg_options=args.cfg_options)
         print('\n'.join(report.lines()))

@@ -39,7 +39,7 @@ def main(argv=None):
     parser.add_argument('--verbose', action='store_true',
                         help="also show the libraries' own notices (deprecations, tracer warnings)")
     args = parser.parse_args(argv)
-    with user_errors('infer'), quiet_libraries('infer', args.verbose):
+    with user_errors('infer', args.cfg_options, args.verbose), quiet_libraries('infer', args.verbose):
         skipped = []
         if args.checkpoint.endswith('.onnx'):
             from densekit.export import onnx_inference

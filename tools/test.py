@@ -39,7 +39,7 @@ def main(argv=None):
     parser.add_argument('--tta', action='store_true', help="test-time augmentation: the config's tta_model "
                         'over its tta_pipeline (ADE20K: resize ratios 0.5-1.75 x flip; COCO boxes: 3 scales x flip)')
     args = parse(parser, argv)
-    with user_errors('test'):
+    with user_errors('test', args.cfg_options, args.verbose):
         cfg = load_config(args.config, args.cfg_options)
         task_of(cfg)
         cfg.launcher = args.launcher

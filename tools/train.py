@@ -29,7 +29,7 @@ def main(argv=None):
     parser.add_argument('--strategy', choices=['ddp', 'fsdp'], default='ddp',
                         help='data parallel (default) or fully sharded data parallel, with --launcher')
     args = parse(parser, argv)
-    with user_errors('train'):
+    with user_errors('train', args.cfg_options, args.verbose):
         cfg = load_config(args.config, args.cfg_options)
         task_of(cfg)  # fail early on a config without a toolbox scope
         cfg.launcher = args.launcher

@@ -33,7 +33,7 @@ def main(argv=None):
     parser.add_argument('--verbose', action='store_true',
                         help="also show the libraries' own notices (deprecations, tracer warnings)")
     args = parser.parse_args(argv)
-    with user_errors('flops_params'), quiet_libraries('flops_params', args.verbose):
+    with user_errors('flops_params', args.cfg_options, args.verbose), quiet_libraries('flops_params', args.verbose):
         cfg = load_config(args.config, args.cfg_options)
         shape = tuple(args.shape or default_input_shape(cfg))
         in_channels = cfg.model.get('backbone', {}).get('in_channels', 3)
