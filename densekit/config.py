@@ -9,6 +9,7 @@ import inspect
 import os
 import os.path as osp
 import sys
+import warnings
 from typing import Any
 
 from mmengine.config import Config, ConfigDict
@@ -386,6 +387,48 @@ def _zoo_init_weights(config: str | None, filename: str) -> list[str]:
                     by_name.append(weights['Name'])
     ranked = sorted(dict.fromkeys(for_config), key=lambda n: n not in by_name)
     return ranked or list(dict.fromkeys(by_name))
+
+
+def check_data(cfg: Config, loaders: tuple[str, ...]) -> None:
+    """The data folders of ``loaders`` (e.g. ``('train_dataloader',
+    'val_dataloader')``) exist, checked before the Runner creates the work
+    dir: each dataset is built without loading (``lazy_init``) and its
+    ``check_paths()`` run (DenseKit's ADE20K, COCO and ImageNet classes).
+
+    Raises:
+        FileNotFoundError: the dataset's message, plus where a relative path
+            was resolved (the current directory) and, when the data is under
+            the repository instead, the option that points there.
+    """
+    from mmengine.registry import DATASETS, DefaultScope
+    for name in loaders:
+        loader = cfg.get(name)
+        dataset = loader.get('dataset') if isinstance(loader, dict) else None
+        while isinstance(dataset, dict) and isinstance(dataset.get('dataset'), dict):
+            dataset = dataset['dataset']  # wrappers (RepeatDataset, ...) hold the real one
+        if not isinstance(dataset, dict) or not isinstance(dataset.get('type'), str):
+            continue
+        with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+            try:
+                with warnings.catch_warnings():  # the toolboxes' notices: they come again, logged, in the Runner
+                    warnings.simplefilter('ignore')
+                    built = DATASETS.build({**dataset, 'lazy_init': True})
+            except Exception:  # noqa: BLE001 (a dataset that cannot be built here is left to the Runner)
+                continue
+            if not hasattr(built, 'check_paths'):
+                continue
+            try:
+                built.check_paths()
+            except FileNotFoundError as err:
+                root = dataset.get('data_root') or ''
+                if not root or osp.isabs(root) or '://' in root:
+                    raise
+                where = (f' (relative paths are resolved against the current directory: {root} is '
+                         f'{osp.abspath(root)})')
+                if osp.isdir(osp.join(REPO, root)) and osp.abspath(root) != osp.join(REPO, root):
+                    where += (f'; the repository has {root}: run from {REPO}, or --cfg-options '
+                              f'data_root={osp.join(REPO, root)}')
+                raise FileNotFoundError(f'{name}.dataset: {err}{where}') from err
 
 
 def fit_log_interval(cfg: Config) -> str | None:

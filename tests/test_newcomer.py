@@ -213,3 +213,54 @@ def test_training_keeps_the_traceback_in_its_log(synthetic_ade, tmp_path, capsys
     assert 'where you set --cfg-options model.backbone.out_indices=5' in err[0]
     log = err[1].removeprefix('train: (the traceback: in ').removesuffix(')')
     assert log.startswith(str(tmp_path)) and 'Traceback (most recent call last)' in open(log).read()
+
+
+# -- tools/infer.py reads an ImageNet-layout folder ---------------------------------
+
+def test_infer_reads_class_subfolders_without_collisions(tmp_path):
+    import cv2
+    import numpy as np
+
+    from densekit.inference import inference
+    image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    for name in ('circle/x.jpg', 'square/x.jpg', 'square/y.png', 'top.jpg', '.hidden/z.jpg'):
+        (tmp_path / 'in' / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / 'in' / name), image)
+    with pytest.warns(UserWarning, match='random weights'):
+        results = inference(str(TINY_SEG), None, [str(tmp_path / 'in')], out_dir=tmp_path / 'out', progress=False)
+    assert len(results) == 4
+    assert len(list((tmp_path / 'out').iterdir())) == 4  # x.jpg twice: two files
+
+
+# -- inputs checked before outputs are created, relative paths named as resolved ----------
+
+def test_missing_data_is_refused_before_the_work_dir_exists(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # a relative data_root resolves here, not in the repository
+    (ROOT / 'data' / 'synthetic_ade').mkdir(parents=True, exist_ok=True)  # as after `make demo`
+    with pytest.raises(SystemExit):
+        run_main(capsys, 'train', str(ROOT / DEMOS['segmentation']))
+    err = capsys.readouterr().err
+    assert 'train_dataloader.dataset: SyntheticADEDataset: data folder(s) not found' in err
+    assert f'data/synthetic_ade is {tmp_path}/data/synthetic_ade' in err
+    assert f'--cfg-options data_root={ROOT}/data/synthetic_ade' in err
+    assert not (tmp_path / 'work_dirs').exists()
+
+
+@pytest.mark.parametrize('tool', ['train', 'test', 'infer', 'export', 'convert_checkpoint', 'get_weights', 'demo',
+                                  'benchmark', 'analysis/flops_params', 'analysis/plot_curves', 'model_table'])
+def test_help_examples_are_whole_commands_of_that_tool(tool, capsys):
+    import shlex
+    with pytest.raises(SystemExit):
+        run_main(capsys, tool, '--help')
+    help_text = capsys.readouterr().out
+    examples = re.findall(r'^ +(python tools/\S+\.py(?:.*\\\n)*.*)$', help_text, re.M)
+    assert examples, help_text
+    options = set(re.findall(r'(--[a-z][a-z-]*)', help_text.split('\n\n', 2)[-1]))  # the options section
+    for example in examples:
+        command = re.sub(r'\\\n\s*', ' ', example).split('#')[0].rstrip()
+        assert '   ' not in command, f'a line continuation lost its backslash: {example}'
+        words = shlex.split(command)
+        assert words[1] == f'tools/{tool}.py', example
+        for word in words[2:]:
+            assert not word.startswith('--') or word in options, f'{word} in: {example}'
+            assert not word.startswith('configs/') or (ROOT / word).is_file(), f'{word} in: {example}'

@@ -1,8 +1,10 @@
 #!/usr/bin/env python
 """Evaluate a checkpoint on a config's test set and print the metrics.
 
-    python tools/test.py configs/upernet_swin_ade20k.py work_dirs/.../iter_160000.pth [--show-dir DIR]
+    python tools/test.py configs/upernet_swin_ade20k.py work_dirs/upernet_swin_ade20k/iter_160000.pth --show-dir vis
     python tools/test.py configs/upernet_swin_ade20k.py CKPT --tta    # multi-scale + flip ("ms+flip")
+    # after `make demo`, with its data and checkpoint:
+    python tools/test.py configs/demo/upernet_swin-demo_synthetic-ade.py work_dirs/demo/iter_800.pth --work-dir work_dirs/demo
 
 The checkpoint must fit the model exactly: a missing, unexpected or
 differently-shaped weight is an error naming it, not a silent partial load.
@@ -20,7 +22,7 @@ import densekit  # noqa: E402,F401
 from densekit.checkpoint import extract_state_dict, load_file  # noqa: E402
 from densekit.cli import (add_common_args, build_runner, format_metric, parse, stdout_to_log, user_errors,  # noqa: E402
                           work_dir_for)
-from densekit.config import enable_tta, enable_visualization, load_config, task_of  # noqa: E402
+from densekit.config import check_data, enable_tta, enable_visualization, load_config, task_of  # noqa: E402
 from densekit.inference import fit_checkpoint  # noqa: E402
 from densekit.whole_model import release_state_dict  # noqa: E402
 
@@ -44,6 +46,7 @@ def main(argv=None):
         task_of(cfg)
         cfg.launcher = args.launcher
         cfg.work_dir = args.work_dir or cfg.get('work_dir') or work_dir_for(args.config)
+        check_data(cfg, ('test_dataloader',))  # before the Runner creates the work dir
         show_dir = enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
         out = os.path.join(cfg.work_dir, args.out) if args.out and not os.path.isabs(args.out) else args.out
         if args.tta:

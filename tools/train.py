@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import densekit  # noqa: E402,F401  (registries, weights-only resume)
 from densekit.cli import add_common_args, build_runner, parse, stdout_to_log, user_errors, work_dir_for  # noqa: E402
-from densekit.config import check_pretrained, fit_log_interval, load_config, task_of  # noqa: E402
+from densekit.config import check_data, check_pretrained, fit_log_interval, load_config, task_of  # noqa: E402
 from densekit.distributed import prepare_cpu_distributed  # noqa: E402
 
 
@@ -66,6 +66,8 @@ def main(argv=None):
                 cfg.resume = False
         if not cfg.get('resume'):
             check_pretrained(cfg, args.cfg_options)
+        # before the Runner creates the work dir
+        check_data(cfg, ('train_dataloader', 'val_dataloader') if cfg.get('val_cfg') else ('train_dataloader',))
         note = fit_log_interval(cfg)
         if note:
             print(f'DenseKit: {note}')
