@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-from conftest import ROOT, TINY_SEG, run_main, run_tool
+from tests.helpers import ROOT, TINY_SEG, run_main, run_tool
 from densekit.config import ConfigKeyError, check_pretrained, load_config
 
 TINY_DET = ROOT / 'tests' / 'data' / 'tiny_mask-rcnn_swin.py'
