@@ -22,7 +22,8 @@ def patch_embed(in_channels: int, embed_dims: int, patch_size: int, norm: bool =
 
 def drop_path_rates(rate: float, depths: Sequence[int]) -> list[list[float]]:
     """Stochastic-depth rates rising linearly over all blocks, split per stage."""
-    rates = torch.linspace(0, rate, sum(depths)).tolist()
+    # on the CPU: plain numbers also when the model is built under torch.device('meta')
+    rates = torch.linspace(0, rate, sum(depths), device='cpu').tolist()
     out, start = [], 0
     for d in depths:
         out.append(rates[start:start + d])

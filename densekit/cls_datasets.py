@@ -53,13 +53,8 @@ class ImageNet(NamedSampleErrorsMixin, MMPretrainImageNet):
         built with ``lazy_init=True`` only for its metainfo."""
         if self._fully_initialized:
             return
+        self.check_paths()
         data_root, folder, ann_file = self._given_paths
-        if not osp.isdir(folder):
-            raise FileNotFoundError(f'ImageNet: image folder not found: {folder}. '
-                                    + IMAGENET_HELP.format(root=data_root or '.'))
-        if ann_file and not osp.isfile(osp.join(data_root, ann_file)):
-            raise FileNotFoundError(f'ImageNet: annotation file not found: {osp.join(data_root, ann_file)}. '
-                                    + IMAGENET_HELP.format(root=data_root or '.'))
         try:
             super().full_init()
         except RuntimeError as err:  # mmpretrain's folder scan: no images / empty class folders
@@ -67,3 +62,14 @@ class ImageNet(NamedSampleErrorsMixin, MMPretrainImageNet):
         if len(self) == 0:
             raise DatasetError(f'ImageNet: split is empty: no images listed under {folder}'
                                + (f' by {ann_file}' if ann_file else ''))
+
+    def check_paths(self) -> None:
+        """Raises FileNotFoundError naming the image folder or annotation file
+        that is missing (also callable before loading anything)."""
+        data_root, folder, ann_file = self._given_paths
+        if not osp.isdir(folder):
+            raise FileNotFoundError(f'ImageNet: image folder not found: {folder}. '
+                                    + IMAGENET_HELP.format(root=data_root or '.'))
+        if ann_file and not osp.isfile(osp.join(data_root, ann_file)):
+            raise FileNotFoundError(f'ImageNet: annotation file not found: {osp.join(data_root, ann_file)}. '
+                                    + IMAGENET_HELP.format(root=data_root or '.'))

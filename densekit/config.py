@@ -9,6 +9,7 @@ import inspect
 import os
 import os.path as osp
 import sys
+import warnings
 from typing import Any
 
 from mmengine.config import Config, ConfigDict
@@ -72,6 +73,9 @@ def check_options(cfg: Config, options: dict) -> None:
     known = runner_keys()
     for key in options:
         parts = key.split('.')
+        if parts[0] in root and parts[0] not in known | READ_BY_DENSEKIT:
+            raise ConfigKeyError(_read_time_only(root, key, options[key], known))
+        _check_loop_kind(root, key, options)
         if parts[0] not in root:
             if parts[0] in known:
                 continue  # read by the runner with a default: a deliberate new entry
@@ -90,6 +94,74 @@ def check_options(cfg: Config, options: dict) -> None:
                 raise ConfigKeyError(_unknown(key, last, where, list(parent), close))
         elif isinstance(parent, dict):
             _check_type(key, parent[last], options[key])
+
+
+# Top-level keys that DenseKit itself reads after the file is loaded
+# (load_config moves every dataloader with data_root).
+READ_BY_DENSEKIT = {'data_root'}
+
+
+def _read_time_only(root: dict, key: str, value: Any, known: set) -> str:
+    """The message for a top-level variable of the config file (``max_iters``,
+    ``crop_size``, ``train_pipeline``): mmengine substitutes its value where the
+    file uses it when the file is read, so setting it afterwards changes nothing.
+    Names the keys the value landed in (same name first), found by equality
+    under the keys the runner reads."""
+    parts = key.split('.')
+    top = root[parts[0]]
+    rest = '.'.join(parts[1:])
+    places = [where for where, node in _walk({k: v for k, v in root.items() if k in known})
+              if _same(node, top)]
+    # same name first (train_cfg.max_iters for max_iters), then the other copies
+    places.sort(key=lambda where: where.rsplit('.', 1)[-1] != parts[0])
+    targets = [f'{p}.{rest}' if rest else p for p in places]
+    head = (f"--cfg-options {key}={value}: '{parts[0]}' is a variable of the config file, substituted where "
+            'the file uses it when the file is read, so setting it now changes nothing')
+    if not targets:
+        return f'{head}: set the keys that use {parts[0]} in the config file instead'
+    others = len(targets) - 1
+    # a small number (4) matches by chance in many places: list the copies only when few
+    also = (f' (the file also copied it to {", ".join(targets[1:])})' if 0 < others <= 3 else
+            f' (and {others} other keys that hold the same value may use it: see the config file)' if others else '')
+    return f'{head}: set {targets[0]}={value} instead{also}'
+
+
+def _walk(node: Any, where: str = ''):
+    """(key path, value) for every entry below ``node`` (dicts and lists)."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, (list, tuple)) else ()
+    for key, value in items:
+        path = f'{where}.{key}' if where else str(key)
+        yield path, value
+        yield from _walk(value, path)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None:
+        return False  # too common to mean "copied from"
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(x == y for x, y in zip(a, b))
+    return type(a) is type(b) and a == b
+
+
+# A training loop counts iterations or epochs; the other count is not read.
+LOOP_LENGTH = {'max_iters': 'max_epochs', 'max_epochs': 'max_iters'}
+
+
+def _check_loop_kind(root: dict, key: str, options: dict) -> None:
+    """``train_cfg.max_iters`` on an epoch-based config (or ``max_epochs`` on an
+    iteration-based one) would pass as a new entry and fail inside mmengine's loop."""
+    parts = key.split('.')
+    loop = root.get('train_cfg')
+    if len(parts) != 2 or parts[0] != 'train_cfg' or parts[1] not in LOOP_LENGTH or not isinstance(loop, dict):
+        return
+    other = LOOP_LENGTH[parts[1]]
+    if parts[1] in loop or other not in loop:
+        return
+    if 'train_cfg.type' in options or 'train_cfg.by_epoch' in options:
+        return  # the loop itself is being switched
+    kind = 'epochs' if other == 'max_epochs' else 'iterations'
+    raise ConfigKeyError(f'--cfg-options {key}={options[key]}: this config trains for a number of {kind} '
+                         f'(train_cfg.{other}={loop[other]}): set train_cfg.{other} instead')
 
 
 def _check_type(key: str, old: Any, new: Any) -> None:
@@ -253,28 +325,110 @@ RELEASES = {
 }
 
 
-def check_pretrained(cfg: Config) -> None:
+def check_pretrained(cfg: Config, options: dict | None = None) -> None:
     """The backbone's pretrained file must exist before training starts.
 
+    ``options``: the ``--cfg-options`` given; a path the user set there is
+    reported as theirs (resolved against the current directory), without
+    advising to set it.
+
     Raises:
-        FileNotFoundError: naming the key, where to get the file and how to
-            convert it, or how to train without it.
+        FileNotFoundError: naming the key, the path resolved, and how to get
+            the weights (``tools/get_weights.py``, the release and the
+            converter), or how to train without them.
     """
     backbone = cfg.get('model', {}).get('backbone') if isinstance(cfg.get('model'), dict) else None
     init_cfg = backbone.get('init_cfg') if isinstance(backbone, dict) else None
     path = init_cfg.get('checkpoint') if isinstance(init_cfg, dict) else None
     if not isinstance(path, str) or '://' in path or osp.isfile(path):
         return
+    key = 'model.backbone.init_cfg.checkpoint'
     name = osp.basename(path)
+    zoo_names = _zoo_init_weights(getattr(cfg, 'filename', None), name)
+    get_weights = (f'python tools/get_weights.py {zoo_names[0]} (downloads, checks and converts it, and prints '
+                   'the command that uses it)' if zoo_names else
+                   'python tools/get_weights.py --list (the weights each config can start from)')
+    scratch = f'from scratch: --cfg-options model.backbone.init_cfg=None'
+    resolved = '' if osp.isabs(path) else f' (resolved as {osp.abspath(path)})'
+    if options and key in options:
+        raise FileNotFoundError(f'--cfg-options {key}={path}: no such file{resolved}. Check the path; to get '
+                                f'weights: {get_weights}; {scratch}')
     url = RELEASES.get(name)
-    get = f'download {url} and ' if url else f'get the release {name} (see the README, "Pretrained weights") and '
     arch = f' --arch {backbone["arch"]}' if isinstance(backbone.get('arch'), str) else ''
     kind = backbone.get('type', '?').split('.')[-1]
+    by_hand = (f'or download {url} and convert it once: ' if url else
+               f'or get the release {name} and convert it once: ')
     raise FileNotFoundError(
-        f'model.backbone.init_cfg.checkpoint: {path} not found. To start from the release: {get}convert '
-        f'it once, python tools/convert_checkpoint.py {kind} {name} {path}{arch} (it also loads '
-        f'unconverted); elsewhere: --cfg-options model.backbone.init_cfg.checkpoint=PATH; from '
-        f'scratch: --cfg-options model.backbone.init_cfg=None')
+        f'{key}: {path} not found{resolved}. Get it: {get_weights}; {by_hand}python '
+        f'tools/convert_checkpoint.py {kind} {name} {path}{arch} (it also loads unconverted); a file elsewhere: '
+        f'--cfg-options {key}=PATH; {scratch}')
+
+
+def _zoo_init_weights(config: str | None, filename: str) -> list[str]:
+    """Names ``tools/get_weights.py`` knows for backbone weights of ``config``
+    (configs/metafiles, ``Use: init``), the one named like ``filename`` first;
+    else the names like ``filename`` in any family."""
+    from .zoo import FAMILIES, read_ours
+    stem = filename.split('.')[0]
+    rel = osp.relpath(osp.abspath(config), REPO) if config else None
+    for_config, by_name = [], []
+    for family in FAMILIES:
+        try:
+            models = read_ours(family)['Models']
+        except (OSError, KeyError, ValueError):
+            continue
+        for model in models:
+            for weights in model['Weights']:
+                if weights['Use'] != 'init':
+                    continue
+                if model['Config'] == rel:
+                    for_config.append(weights['Name'])
+                if weights['Name'].split('/', 1)[-1].split('.')[0] == stem:
+                    by_name.append(weights['Name'])
+    ranked = sorted(dict.fromkeys(for_config), key=lambda n: n not in by_name)
+    return ranked or list(dict.fromkeys(by_name))
+
+
+def check_data(cfg: Config, loaders: tuple[str, ...]) -> None:
+    """The data folders of ``loaders`` (e.g. ``('train_dataloader',
+    'val_dataloader')``) exist, checked before the Runner creates the work
+    dir: each dataset is built without loading (``lazy_init``) and its
+    ``check_paths()`` run (DenseKit's ADE20K, COCO and ImageNet classes).
+
+    Raises:
+        FileNotFoundError: the dataset's message, plus where a relative path
+            was resolved (the current directory) and, when the data is under
+            the repository instead, the option that points there.
+    """
+    from mmengine.registry import DATASETS, DefaultScope
+    for name in loaders:
+        loader = cfg.get(name)
+        dataset = loader.get('dataset') if isinstance(loader, dict) else None
+        while isinstance(dataset, dict) and isinstance(dataset.get('dataset'), dict):
+            dataset = dataset['dataset']  # wrappers (RepeatDataset, ...) hold the real one
+        if not isinstance(dataset, dict) or not isinstance(dataset.get('type'), str):
+            continue
+        with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+            try:
+                with warnings.catch_warnings():  # the toolboxes' notices: they come again, logged, in the Runner
+                    warnings.simplefilter('ignore')
+                    built = DATASETS.build({**dataset, 'lazy_init': True})
+            except Exception:  # noqa: BLE001 (a dataset that cannot be built here is left to the Runner)
+                continue
+            if not hasattr(built, 'check_paths'):
+                continue
+            try:
+                built.check_paths()
+            except FileNotFoundError as err:
+                root = dataset.get('data_root') or ''
+                if not root or osp.isabs(root) or '://' in root:
+                    raise
+                where = (f' (relative paths are resolved against the current directory: {root} is '
+                         f'{osp.abspath(root)})')
+                if osp.isdir(osp.join(REPO, root)) and osp.abspath(root) != osp.join(REPO, root):
+                    where += (f'; the repository has {root}: run from {REPO}, or --cfg-options '
+                              f'data_root={osp.join(REPO, root)}')
+                raise FileNotFoundError(f'{name}.dataset: {err}{where}') from err
 
 
 def fit_log_interval(cfg: Config) -> str | None:

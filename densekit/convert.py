@@ -10,6 +10,7 @@ module only builds the model, reports what matched and writes the result.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -40,25 +41,84 @@ def build_backbone(family_or_type: str, arch: str | None = None, **kwargs) -> nn
     return MODELS.build(dict(type=f'densekit.{name}', **kwargs))
 
 
+def describe_backbone(model: nn.Module, arch: str | None = None) -> str:
+    """``SwinTransformer(arch=tiny)``: the class and ``arch``, else its
+    constructor's default arch."""
+    if arch is None:
+        import inspect
+        param = inspect.signature(type(model).__init__).parameters.get('arch')
+        arch = param.default if param is not None and isinstance(param.default, str) else None
+    return f'{type(model).__name__}(arch={arch})' if arch else type(model).__name__
+
+
 def detect_prefix(state: dict) -> str | None:
     """``'backbone.'`` when ``state`` is a whole mmseg/mmdet/mmpretrain model
     (its backbone's keys under that prefix, beside a neck's or heads'), else None."""
     return 'backbone.' if any(k.startswith('backbone.') for k in state) else None
 
 
+@dataclass
+class Fit:
+    """How a checkpoint's tensors meet a backbone once converted (nothing loaded).
+
+    ``tensors``: in the checkpoint (after the prefix); ``ignored``: those the
+    family's converter drops (a classifier head, buffers it recomputes);
+    ``fit``: converted tensors the backbone takes as they are; ``reshaped``:
+    converted keys the backbone has with another shape; ``unexpected``:
+    converted keys the backbone lacks; ``missing``: backbone weights the
+    checkpoint does not hold (not counting those a release lacks by design);
+    ``weights``: the backbone's own tensor count."""
+    tensors: int
+    ignored: int
+    fit: int
+    reshaped: int
+    unexpected: int
+    missing: int
+    weights: int
+
+    @property
+    def misfit(self) -> int:
+        return self.reshaped + self.unexpected + self.missing
+
+    def describe(self) -> str:
+        """'of its 173 tensors 171 fit the backbone (2 ignored: not backbone weights);
+        156 of the backbone's 333 weights are not in the checkpoint'"""
+        parts = [f'of its {self.tensors} tensors {self.fit} fit the backbone']
+        if self.ignored:
+            parts[-1] += f' ({self.ignored} ignored: not backbone weights)'
+        if self.reshaped:
+            parts.append(f'{self.reshaped} have another shape')
+        if self.unexpected:
+            parts.append(f'{self.unexpected} have no place in it')
+        if self.missing:
+            parts.append(f"{self.missing} of the backbone's {self.weights} weights are not in the checkpoint")
+        return '; '.join(parts)
+
+
+def fit_of(model: nn.Module, state: dict) -> Fit:
+    """:class:`Fit` of ``state`` converted for ``model``; nothing is loaded."""
+    converted = {k: v for k, v in model.checkpoint_filter(state, model).items() if v is not None}
+    pruned = tuple(f'{n}.' for n in getattr(model, 'pruned_modules', ()))
+    dropped = 0
+    if pruned:  # modules not built for out_indices: their weights are not the checkpoint's fault
+        kept = {k: v for k, v in converted.items() if not k.startswith(pruned)}
+        dropped, converted = len(converted) - len(kept), kept
+    own = {k: v.shape for k, v in model.state_dict().items()}
+    lacks = tuple(model.release_lacks()) if hasattr(model, 'release_lacks') else ()
+    fit = sum(k in own and tuple(v.shape) == tuple(own[k]) for k, v in converted.items())
+    unexpected = sum(k not in own for k in converted)
+    missing = sum(k not in converted and not (lacks and k.startswith(lacks)) for k in own)
+    return Fit(tensors=len(state), ignored=max(0, len(state) - len(converted) - dropped) + dropped, fit=fit,
+               reshaped=len(converted) - fit - unexpected, unexpected=unexpected, missing=missing,
+               weights=len(own))
+
+
 def fit_counts(model: nn.Module, state: dict) -> tuple[int, int]:
     """(tensors that fit, tensors that do not: missing, unexpected or of
     another shape, not counting those a release lacks by design) when
     ``state`` is converted for ``model``; nothing is loaded."""
-    converted = {k: v for k, v in model.checkpoint_filter(state, model).items() if v is not None}
-    pruned = tuple(f'{n}.' for n in getattr(model, 'pruned_modules', ()))
-    if pruned:
-        converted = {k: v for k, v in converted.items() if not k.startswith(pruned)}
-    own = {k: v.shape for k, v in model.state_dict().items()}
-    lacks = tuple(model.release_lacks()) if hasattr(model, 'release_lacks') else ()
-    fit = sum(k in own and tuple(v.shape) == tuple(own[k]) for k, v in converted.items())
-    missing = sum(k not in converted and not (lacks and k.startswith(lacks)) for k in own)
-    return fit, missing + len(converted) - fit
+    fit = fit_of(model, state)
+    return fit.fit, fit.misfit
 
 
 def suggest_arch(family_or_type: str, state: dict, **kwargs) -> str | None:
@@ -84,7 +144,8 @@ def convert_checkpoint(model: nn.Module, src: str | os.PathLike, dst: str | os.P
                        prefix: str | None = None, strict: bool = False,
                        progress: bool = True, allow_partial: bool = True,
                        family: str | None = None,
-                       arch_options: dict | None = None) -> tuple[LoadReport, dict[str, torch.Tensor]]:
+                       arch_options: dict | None = None,
+                       arch: str | None = None) -> tuple[LoadReport, dict[str, torch.Tensor]]:
     """Convert ``src`` into ``model``'s layout and write it to ``dst``.
 
     Without ``prefix``, a whole mmseg/mmdet/mmpretrain model is recognised
@@ -93,7 +154,8 @@ def convert_checkpoint(model: nn.Module, src: str | os.PathLike, dst: str | os.P
     gives its ``state_dict()``. With ``allow_partial=False`` a checkpoint that
     leaves backbone weights missing or has tensors the backbone cannot place
     is refused (``ValueError``) before anything is written, naming the
-    ``arch`` of ``family`` it fits (built with ``arch_options``) if any.
+    ``arch`` of ``family`` it fits (built with ``arch_options``) if any;
+    ``arch`` is the one ``model`` was built with, for that message.
 
     ``dst`` ending in ``.safetensors`` is written with safetensors, anything
     else as ``{'state_dict': ..., 'meta': {...}}`` holding only tensors, strings
@@ -110,14 +172,14 @@ def convert_checkpoint(model: nn.Module, src: str | os.PathLike, dst: str | os.P
     if not state:
         raise ValueError(f'{src}: no weights found' + (f" under prefix '{prefix}'" if prefix else ''))
     if not allow_partial:
-        fit, misfit = fit_counts(model, state)
-        if misfit:
-            arch = suggest_arch(family or type(model).__name__, state, **(arch_options or {}))
-            hint = (f"it fits --arch {arch}" if arch else
+        fit = fit_of(model, state)
+        if fit.misfit:
+            fits = suggest_arch(family or type(model).__name__, state, **(arch_options or {}))
+            hint = (f'it fits --arch {fits}' if fits else
                     'no arch of this family fits it (another family, or an intermediate checkpoint?)')
-            raise ValueError(f'{src}: only {fit} of its tensors fit {type(model).__name__}, {misfit} do not '
-                             f'(missing, unexpected or of another shape): {hint}; '
-                             '--allow-partial writes the partial conversion')
+            raise ValueError(f'{src} does not fit {describe_backbone(model, arch)}: '
+                             f'{fit.describe()}. '
+                             f'{hint[0].upper()}{hint[1:]}; --allow-partial writes the partial conversion')
     converted = model.checkpoint_filter(state, model)
     report = load_state(model, state, lambda *_: converted, str(src), strict=strict)
     own = model.state_dict().keys()

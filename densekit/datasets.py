@@ -62,15 +62,20 @@ class CheckedSegDatasetMixin(NamedSampleErrorsMixin):
         is built with ``lazy_init=True`` only for its metainfo (the toolboxes'
         inference APIs do that)."""
         if not self._fully_initialized:
-            root, prefix = self._given_paths
-            folders = [osp.join(root, prefix.get(k, '')) for k in ('img_path', 'seg_map_path')]
-            missing = [f for f in folders if not osp.isdir(f)]
-            if missing:
-                raise FileNotFoundError(
-                    f"{type(self).__name__}: data folder(s) not found: {', '.join(missing)}. "
-                    + self.help_text.format(root=root or '.', img=prefix.get('img_path', ''),
-                                            seg=prefix.get('seg_map_path', '')))
+            self.check_paths()
         super().full_init()
+
+    def check_paths(self) -> None:
+        """Raises FileNotFoundError naming the image / label folders that are
+        missing (also callable before loading anything)."""
+        root, prefix = self._given_paths
+        folders = [osp.join(root, prefix.get(k, '')) for k in ('img_path', 'seg_map_path')]
+        missing = [f for f in folders if not osp.isdir(f)]
+        if missing:
+            raise FileNotFoundError(
+                f"{type(self).__name__}: data folder(s) not found: {', '.join(missing)}. "
+                + self.help_text.format(root=root or '.', img=prefix.get('img_path', ''),
+                                        seg=prefix.get('seg_map_path', '')))
 
     def load_data_list(self) -> list[dict]:
         # checked here: mmengine's serialisation fails on an empty list first

@@ -150,8 +150,13 @@ class CocoDataset(NamedSampleErrorsMixin, MMDetCocoDataset):
         built with ``lazy_init=True`` only for its metainfo (mmdet's
         ``init_detector`` does that)."""
         if not self._fully_initialized:
-            self._check_paths(*self._given_paths)
+            self.check_paths()
         super().full_init()
+
+    def check_paths(self) -> None:
+        """Raises FileNotFoundError naming the data root, annotation file or
+        image folder that is missing (also callable before loading anything)."""
+        self._check_paths(*self._given_paths)
 
     @staticmethod
     def _check_paths(root: str, ann_file: str, img_dir: str) -> None:

@@ -172,7 +172,9 @@ def fit_checkpoint(model: nn.Module, state: dict, checkpoint: str, config: str) 
 
 
 def expand_images(paths: Iterable[str | os.PathLike], skipped: list | None = None) -> list[Path]:
-    """Image files from paths and directories (directories: their images, sorted).
+    """Image files from paths and directories (directories: their images and
+    those of their subfolders, e.g. ImageNet's one folder per class, sorted;
+    hidden files and folders are left out).
 
     Other files inside a directory are left out and, with ``skipped``, listed
     there as ``(path, reason)``; a path that does not exist is an error.
@@ -180,7 +182,9 @@ def expand_images(paths: Iterable[str | os.PathLike], skipped: list | None = Non
     images = []
     for path in map(Path, paths):
         if path.is_dir():
-            for p in sorted(path.iterdir()):
+            for p in sorted(path.rglob('*')):
+                if p.is_dir() or any(part.startswith('.') for part in p.relative_to(path).parts):
+                    continue
                 if p.suffix.lower() in IMAGE_SUFFIXES:
                     images.append(p)
                 elif p.is_file() and skipped is not None:
@@ -188,9 +192,11 @@ def expand_images(paths: Iterable[str | os.PathLike], skipped: list | None = Non
         elif path.is_file():
             images.append(path)
         else:
-            raise FileNotFoundError(f'image not found: {path}')
+            raise FileNotFoundError(f'image not found: {path}' + (f' (resolved as {path.resolve()})'
+                                                                   if not path.is_absolute() else ''))
     if not images:
-        raise FileNotFoundError(f'no images in {", ".join(map(str, paths))}')
+        raise FileNotFoundError(f'no images ({", ".join(IMAGE_SUFFIXES)}) in {", ".join(map(str, paths))} '
+                                'or its subfolders')
     return images
 
 

@@ -9,7 +9,7 @@ architecture (timm, mmseg, mmdet, mmpretrain), with ours/peer ratios.
     python tools/benchmark.py configs/upernet_swin_ade20k.py --scope model --peers mmseg   # whole UPerNet, batch 2
     python tools/benchmark.py configs/mask-rcnn_swin-t_fpn_1x_coco.py --scope model --size 800 1344 --peers mmdet
     python tools/benchmark.py configs/swin-t_imagenet.py --compile        # inductor, ours and peers alike
-    python tools/benchmark.py configs/upernet_swin_ade20k.py --scope model --batch 1 --forward-only \
+    python tools/benchmark.py configs/upernet_swin_ade20k.py --scope model --batch 1 --forward-only \\
         --peers mmseg --onnxruntime                                      # + our model exported, in onnxruntime
 
 Forward = no-grad eval forward; train step = forward, backward, AdamW step.

@@ -24,8 +24,8 @@ import argparse
 import os
 
 import densekit.runtime  # noqa: F401  (weights-only resume, atomic saves, zoo checkpoints)
-from densekit.cli import user_errors
-from densekit.convert import build_backbone, convert_checkpoint, convert_whole_model
+from densekit.cli import quiet_libraries, user_errors
+from densekit.convert import build_backbone, convert_checkpoint, convert_whole_model, describe_backbone
 from mmengine.config import DictAction
 
 
@@ -44,8 +44,10 @@ def main(argv=None):
                         help='other backbone arguments, e.g. out_norm=last img_size=384')
     parser.add_argument('--strict', action='store_true', help='fail when any backbone weight is missing '
                         'from the checkpoint or a converted key is not in the backbone')
+    parser.add_argument('--verbose', action='store_true',
+                        help="also show the libraries' own notices (deprecations, tracer warnings)")
     args = parser.parse_args(argv)
-    with user_errors('convert_checkpoint'):
+    with user_errors('convert_checkpoint', args.options, args.verbose), quiet_libraries('convert_checkpoint', args.verbose):
         if os.path.abspath(args.src) == os.path.abspath(args.dst):
             raise ValueError(f'{args.dst}: refusing to overwrite the source checkpoint')
         if args.family.endswith('.py'):
@@ -59,11 +61,12 @@ def main(argv=None):
         model = build_backbone(args.family, args.arch, **args.options)
         report, out = convert_checkpoint(model, args.src, args.dst, prefix=args.prefix, strict=args.strict,
                                          allow_partial=args.allow_partial, family=args.family,
-                                         arch_options=args.options)
-        print(f'{type(model).__name__}(arch={args.arch or "default"}): matched {report.loaded} of '
-              f'{len(model.state_dict())} backbone tensors; missing {len(report.missing)}, '
-              f'unexpected {len(report.unexpected)}, ignored {len(report.ignored)}'
-              + (f', expected absent {len(report.expected)}' if report.expected else ''))
+                                         arch_options=args.options, arch=args.arch)
+        print(f'{describe_backbone(model, args.arch)}: matched {report.loaded} of {len(model.state_dict())} backbone '
+              f'tensors; missing {len(report.missing)}, unexpected {len(report.unexpected)}, ignored '
+              f'{len(report.ignored)} (in the checkpoint, not backbone weights)'
+              + (f', expected absent {len(report.expected)} (a classifier release lacks them)'
+                 if report.expected else ''))
         print(report)
         print(f'wrote {len(out)} tensors to {args.dst}')
 

@@ -3,6 +3,7 @@
 
     python tools/export.py configs/upernet_swin_ade20k.py iter_160000.pth --out upernet_swin.onnx
     python tools/export.py configs/swin-t_imagenet.py swin_t.pth --out swin_t.onnx --size 224
+    python tools/export.py configs/demo/upernet_swin-demo_synthetic-ade.py work_dirs/demo/iter_800.pth --out work_dirs/demo/model.onnx   # after `make demo`
 
 Input ``pixels`` (N, 3, H, W) float32 0-255, BGR (as OpenCV reads images);
 channel swap and normalisation are in the graph; N, H, W dynamic. Outputs:
@@ -15,7 +16,7 @@ See densekit/export.py.
 import argparse
 
 import densekit.runtime  # noqa: F401  (weights-only resume, atomic saves, zoo checkpoints)
-from densekit.cli import user_errors
+from densekit.cli import quiet_libraries, user_errors
 from densekit.export import export_onnx
 from mmengine.config import DictAction
 
@@ -31,9 +32,11 @@ def main(argv=None):
                         help='largest max-abs difference onnxruntime vs eager accepted (default 1e-4)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config entries')
+    parser.add_argument('--verbose', action='store_true',
+                        help="also show the libraries' own notices (deprecations, tracer warnings)")
     args = parser.parse_args(argv)
     size = None if not args.size else (args.size[0], args.size[-1])
-    with user_errors('export'):
+    with user_errors('export', args.cfg_options, args.verbose), quiet_libraries('export', args.verbose):
         report = export_onnx(args.config, args.checkpoint, args.out, size=size, tolerance=args.tolerance,
                              cfg_options=args.cfg_options)
         print('\n'.join(report.lines()))

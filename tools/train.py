@@ -13,7 +13,7 @@ import os
 
 import densekit.runtime  # noqa: F401  (weights-only resume, atomic saves, zoo checkpoints)
 from densekit.cli import add_common_args, build_runner, parse, stdout_to_log, user_errors, work_dir_for
-from densekit.config import check_pretrained, fit_log_interval, load_config, task_of
+from densekit.config import check_data, check_pretrained, fit_log_interval, load_config, task_of
 from densekit.distributed import prepare_cpu_distributed
 
 
@@ -26,7 +26,7 @@ def main(argv=None):
     parser.add_argument('--strategy', choices=['ddp', 'fsdp'], default='ddp',
                         help='data parallel (default) or fully sharded data parallel, with --launcher')
     args = parse(parser, argv)
-    with user_errors('train'):
+    with user_errors('train', args.cfg_options, args.verbose):
         cfg = load_config(args.config, args.cfg_options)
         task_of(cfg)  # fail early on a config without a toolbox scope
         cfg.launcher = args.launcher
@@ -62,7 +62,9 @@ def main(argv=None):
                       'training from scratch')
                 cfg.resume = False
         if not cfg.get('resume'):
-            check_pretrained(cfg)
+            check_pretrained(cfg, args.cfg_options)
+        # before the Runner creates the work dir
+        check_data(cfg, ('train_dataloader', 'val_dataloader') if cfg.get('val_cfg') else ('train_dataloader',))
         note = fit_log_interval(cfg)
         if note:
             print(f'DenseKit: {note}')

@@ -13,7 +13,7 @@ import argparse
 
 import densekit.runtime  # noqa: F401  (weights-only resume, atomic saves, zoo checkpoints)
 from densekit.analysis import build_model_from_config, count_complexity, default_input_shape
-from densekit.cli import user_errors
+from densekit.cli import quiet_libraries, user_errors
 from densekit.config import load_config
 from mmengine.config import DictAction
 
@@ -26,8 +26,10 @@ def main(argv=None):
                         "else 224 224)")
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config entries, e.g. model.backbone.arch=small')
+    parser.add_argument('--verbose', action='store_true',
+                        help="also show the libraries' own notices (deprecations, tracer warnings)")
     args = parser.parse_args(argv)
-    with user_errors('flops_params'):
+    with user_errors('flops_params', args.cfg_options, args.verbose), quiet_libraries('flops_params', args.verbose):
         cfg = load_config(args.config, args.cfg_options)
         shape = tuple(args.shape or default_input_shape(cfg))
         in_channels = cfg.model.get('backbone', {}).get('in_channels', 3)

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Plot loss, learning rate and validation metrics over iterations as a PNG.
 
-    python tools/analysis/plot_curves.py work_dirs/upernet_swin_ade20k [--out curves.png]
+    python tools/analysis/plot_curves.py work_dirs/upernet_swin_ade20k --out curves.png
+    python tools/analysis/plot_curves.py work_dirs/demo    # after `make demo`
 
 Reads the newest WORK_DIR/<timestamp>/vis_data/scalars.json that mmengine's
 LocalVisBackend writes during training (or the scalars.json given with

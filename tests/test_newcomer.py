@@ -1,0 +1,266 @@
+"""What a fresh new-user trial still tripped on after the first round of
+issue 24 (tests/test_first_hour.py): each kind, fixed in the shared place."""
+import logging
+import re
+import warnings
+
+import pytest
+
+from tests.helpers import ROOT, TINY_SEG, run_main, run_tool
+from densekit.config import ConfigKeyError, check_pretrained, load_config
+
+TINY_DET = ROOT / 'tests' / 'data' / 'tiny_mask-rcnn_swin.py'
+DEMOS = {'segmentation': 'configs/demo/upernet_swin-demo_synthetic-ade.py',
+         'classification': 'configs/demo/convmixer-demo_synthetic-cls.py',
+         'detection': 'configs/demo/mask-rcnn_swin-demo_synthetic-coco.py'}
+
+
+# -- --cfg-options that would change nothing, or fail late ----------------------
+
+@pytest.mark.parametrize('task, key, value, right', [
+    ('segmentation', 'max_iters', 3, 'train_cfg.max_iters=3'),
+    ('classification', 'max_epochs', 2, 'train_cfg.max_epochs=2'),
+    ('segmentation', 'train_pipeline.2.scale', (64, 64), 'train_dataloader.dataset.pipeline.2.scale=(64, 64)'),
+])
+def test_a_variable_of_the_config_file_is_refused_naming_the_key_to_set(task, key, value, right):
+    with pytest.raises(ConfigKeyError, match=rf"--cfg-options {key}=.*changes nothing: set {right.replace('(', '[(]').replace(')', '[)]')} instead"):
+        load_config(str(ROOT / DEMOS[task]), {key: value})
+    load_config(str(ROOT / DEMOS[task]), {right.split('=')[0]: value})  # the key it names is accepted
+
+
+def test_data_root_still_moves_the_dataloaders():
+    cfg = load_config(str(ROOT / DEMOS['segmentation']), {'data_root': 'elsewhere'})
+    assert cfg.train_dataloader.dataset.data_root == 'elsewhere'
+
+
+@pytest.mark.parametrize('task, key, right', [
+    ('detection', 'train_cfg.max_iters', 'train_cfg.max_epochs'),
+    ('classification', 'train_cfg.max_iters', 'train_cfg.max_epochs'),
+    ('segmentation', 'train_cfg.max_epochs', 'train_cfg.max_iters'),
+])
+def test_loop_length_of_the_other_kind_is_refused_up_front(task, key, right):
+    with pytest.raises(ConfigKeyError, match=rf'{key}=5: this config trains for a number of .*set {right} instead'):
+        load_config(str(ROOT / DEMOS[task]), {key: 5})
+    # switching the loop itself is deliberate
+    load_config(str(ROOT / DEMOS[task]), {key: 5, 'train_cfg.type': 'IterBasedTrainLoop'})
+
+
+# -- missing pretrained weights -------------------------------------------------
+
+def test_missing_pretrained_file_points_to_get_weights(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    config = str(ROOT / 'configs' / 'upernet_swin_ade20k.py')
+    with pytest.raises(FileNotFoundError) as err:
+        check_pretrained(load_config(config))
+    msg = str(err.value)
+    assert f'not found (resolved as {tmp_path}/pretrained/swin_tiny_patch4_window7_224.pth)' in msg
+    assert 'python tools/get_weights.py official/swin_tiny_patch4_window7_224' in msg
+    # a path the user gave is theirs: no advice to set it again
+    options = {'model.backbone.init_cfg.checkpoint': 'w/swin.pth'}
+    with pytest.raises(FileNotFoundError) as err:
+        check_pretrained(load_config(config, options), options)
+    msg = str(err.value)
+    assert msg.startswith(f'--cfg-options model.backbone.init_cfg.checkpoint=w/swin.pth: no such file '
+                          f'(resolved as {tmp_path}/w/swin.pth)')
+    assert 'init_cfg.checkpoint=PATH' not in msg and 'tools/get_weights.py' in msg
+
+
+# -- tools/test.py: its own config dump, metrics once and readable ------------------
+
+@pytest.fixture(scope='module')
+def tiny_seg_checkpoint(tmp_path_factory):
+    """Random weights of the tiny UPerNet (tools/test.py wants a fitting file, not a trained one)."""
+    import torch
+
+    from densekit.convert import build_model
+    path = tmp_path_factory.mktemp('ckpt') / 'tiny_seg.pth'
+    torch.save({'state_dict': build_model(str(TINY_SEG)).state_dict(), 'meta': {}}, path)
+    return path
+
+
+def test_test_run_keeps_the_training_config_dump_and_prints_metrics_once(
+        synthetic_ade, tiny_seg_checkpoint, tmp_path, capsys):
+    work = tmp_path / 'work'
+    work.mkdir()
+    dump = work / TINY_SEG.name  # what training wrote
+    dump.write_text('# the training run\n')
+    out, err = run_main(capsys, 'test', str(TINY_SEG), str(tiny_seg_checkpoint), '--work-dir', str(work),
+                        '--cfg-options', f'data_root={synthetic_ade}')
+    assert dump.read_text() == '# the training run\n'
+    assert len(list(work.glob(f'*/{TINY_SEG.name}'))) == 1  # the test run's, beside its log
+    console = out + err
+    assert console.count('mIoU') == 1, console  # not also in mmengine's Iter(test) metrics line
+    assert re.search(r'^mIoU: \d', out, re.M)
+    assert not NOTICES.search(console), console  # "Loads checkpoint by  backend" is off the console
+
+
+def test_metrics_print_with_four_significant_digits():
+    from densekit.cli import format_metric
+    assert [format_metric(v) for v in (90.7123, 0.6, 0.0004, 0.0, -1.0, 12)] == \
+        ['90.71', '0.6', '0.0004', '0', '-1', '12']
+
+
+def test_console_leaves_the_test_metrics_line_to_the_tool():
+    from densekit.cli import ConsoleFilter
+    testing = ConsoleFilter(testing=True)
+    record = lambda msg: logging.makeLogRecord(dict(msg=msg, levelno=logging.INFO))  # noqa: E731
+    assert testing.filter(record('Iter(test) [2/2]    eta: 0:00:00  time: 3.4  data_time: 0.01'))
+    assert not testing.filter(record('Iter(test) [2/2]    aAcc: 1.65  mIoU: 0.25  mAcc: 13.3'))
+    assert not testing.filter(record('Epoch(test) [ 50/50]    coco/bbox_mAP: 0.6000  coco/bbox_mAP_50: 0.65'))
+    assert ConsoleFilter().filter(record('Iter(val) [2/2]    aAcc: 1.65  mIoU: 0.25'))  # training's validation
+
+
+# -- library notices stay off the console of every tool --------------------------
+
+# what mmseg, mmdet, torch.jit, numpy and mmengine print about their own internals
+NOTICES = re.compile(r'build_loss|avg_non_ignore|TracerWarning|Converting a tensor to a Python|'
+                     r'use COCO classes|out of bounds|__array_wrap__|Loads checkpoint by')
+
+
+def test_library_notices_stay_off_the_console_of_every_tool(tiny_seg_checkpoint, tmp_path):
+    """Each tool in a fresh interpreter, as a user runs it: what reaches the
+    console (warnings included, which pytest would capture in-process)."""
+    import cv2
+    import numpy as np
+    import torch
+
+    from densekit.convert import build_model
+    det_checkpoint = tmp_path / 'det.pth'
+    torch.save({'state_dict': build_model(str(TINY_DET)).state_dict(), 'meta': {}}, det_checkpoint)
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / 'a.jpg'), image)
+    runs = {  # the tool, and the notices it used to print
+        'infer': ([str(TINY_DET), str(det_checkpoint), str(tmp_path / 'a.jpg'), '--out', str(tmp_path / 'out'),
+                   '--score-thr', '0'], 'use COCO classes, out of bounds, __array_wrap__'),
+        'export': ([str(TINY_SEG), str(tiny_seg_checkpoint), '--out', str(tmp_path / 'm.onnx')],
+                   'build_loss, avg_non_ignore, TracerWarning'),
+        'analysis/flops_params': ([str(TINY_SEG)], 'build_loss, avg_non_ignore'),
+    }
+    for tool, (args, before) in runs.items():
+        proc = run_tool(tool, *args)
+        console = proc.stdout + proc.stderr
+        assert not NOTICES.search(console), f'{tool} (used to print {before}):\n{console}'
+
+
+def test_warning_during_a_progress_bar_gets_its_own_line(capsys):
+    from tqdm import tqdm
+
+    from densekit.cli import quiet_libraries
+    with quiet_libraries('infer'):
+        for i in tqdm(range(2), desc='inference'):
+            warnings.warn(f'image {i}: skipped, not a readable image')
+    err = capsys.readouterr().err
+    warned = [line for line in err.replace('\r', '\n').splitlines() if 'skipped' in line]
+    assert warned == ['infer: warning: image 0: skipped, not a readable image',
+                      'infer: warning: image 1: skipped, not a readable image'], err
+
+
+# -- tools/convert_checkpoint.py names the arch a checkpoint fits, in every layout --
+
+@pytest.mark.parametrize('family, layout, arch', [
+    ('swin', 'timm:swin_tiny_patch4_window7_224', 'tiny'),
+    ('vit', 'timm:vit_base_patch16_224', 'base'),
+    ('mae', 'timm:vit_base_patch16_224', 'base'),
+    ('levit', 'timm:levit_256', '256'),
+    ('coatnet', 'timm:coatnet_0_rw_224', '0-rw'),
+    ('convmixer', 'timm:convmixer_768_32', '768_32'),
+    ('vitae', 'ours:small', 'small'),  # timm has no ViTAE
+    ('swin', 'ours:base', 'base'),
+])
+def test_the_arch_a_checkpoint_fits_is_found_in_every_layout(family, layout, arch):
+    import timm
+    import torch
+
+    from densekit.convert import build_backbone, suggest_arch
+    source, name = layout.split(':')
+    with torch.device('meta'):  # shapes are all it takes
+        model = timm.create_model(name, pretrained=False) if source == 'timm' else build_backbone(family, name)
+    assert suggest_arch(family, model.state_dict()) == arch
+
+
+def test_wrong_arch_of_a_timm_release_names_the_right_one(tmp_path, capsys):
+    import timm
+    import torch
+    src = tmp_path / 'swin_t_timm.pth'
+    torch.save(timm.create_model('swin_tiny_patch4_window7_224', pretrained=False).state_dict(), src)
+    with pytest.raises(SystemExit):
+        run_main(capsys, 'convert_checkpoint', 'swin', str(src), str(tmp_path / 'out.pth'), '--arch', 'small')
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == (
+        f'convert_checkpoint: error: ValueError: {src} does not fit SwinTransformer(arch=small): of its 173 '
+        "tensors 171 fit the backbone (2 ignored: not backbone weights); 156 of the backbone's 333 weights are "
+        'not in the checkpoint. It fits --arch tiny; --allow-partial writes the partial conversion')
+    out, _ = run_main(capsys, 'convert_checkpoint', 'swin', str(src), str(tmp_path / 'out.pth'))
+    assert out.startswith('SwinTransformer(arch=tiny): matched 171 of 177 backbone tensors')  # the default arch, named
+
+
+# -- an override the model cannot take is named --------------------------------------
+
+def test_error_building_the_model_names_the_override(capsys):
+    with pytest.raises(SystemExit):
+        run_main(capsys, 'analysis/flops_params', str(TINY_SEG), '--cfg-options', 'model.backbone.out_indices=5')
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["flops_params: error: TypeError: 'int' object is not iterable (raised building SwinTransformer, "
+                   'where you set --cfg-options model.backbone.out_indices=5: check that value)',
+                   'flops_params: (the traceback: with --verbose)']
+
+
+def test_training_keeps_the_traceback_in_its_log(synthetic_ade, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run_main(capsys, 'train', str(TINY_SEG), '--work-dir', str(tmp_path), '--cfg-options',
+                 f'data_root={synthetic_ade}', 'model.backbone.out_indices=5')
+    err = capsys.readouterr().err.splitlines()
+    assert 'where you set --cfg-options model.backbone.out_indices=5' in err[0]
+    log = err[1].removeprefix('train: (the traceback: in ').removesuffix(')')
+    assert log.startswith(str(tmp_path)) and 'Traceback (most recent call last)' in open(log).read()
+
+
+# -- tools/infer.py reads an ImageNet-layout folder ---------------------------------
+
+def test_infer_reads_class_subfolders_without_collisions(tmp_path):
+    import cv2
+    import numpy as np
+
+    from densekit.inference import inference
+    image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    for name in ('circle/x.jpg', 'square/x.jpg', 'square/y.png', 'top.jpg', '.hidden/z.jpg'):
+        (tmp_path / 'in' / name).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / 'in' / name), image)
+    with pytest.warns(UserWarning, match='random weights'):
+        results = inference(str(TINY_SEG), None, [str(tmp_path / 'in')], out_dir=tmp_path / 'out', progress=False)
+    assert len(results) == 4
+    assert len(list((tmp_path / 'out').iterdir())) == 4  # x.jpg twice: two files
+
+
+# -- inputs checked before outputs are created, relative paths named as resolved ----------
+
+def test_missing_data_is_refused_before_the_work_dir_exists(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # a relative data_root resolves here, not in the repository
+    (ROOT / 'data' / 'synthetic_ade').mkdir(parents=True, exist_ok=True)  # as after `make demo`
+    with pytest.raises(SystemExit):
+        run_main(capsys, 'train', str(ROOT / DEMOS['segmentation']))
+    err = capsys.readouterr().err
+    assert 'train_dataloader.dataset: SyntheticADEDataset: data folder(s) not found' in err
+    assert f'data/synthetic_ade is {tmp_path}/data/synthetic_ade' in err
+    assert f'--cfg-options data_root={ROOT}/data/synthetic_ade' in err
+    assert not (tmp_path / 'work_dirs').exists()
+
+
+@pytest.mark.parametrize('tool', ['train', 'test', 'infer', 'export', 'convert_checkpoint', 'get_weights', 'demo',
+                                  'benchmark', 'analysis/flops_params', 'analysis/plot_curves', 'model_table'])
+def test_help_examples_are_whole_commands_of_that_tool(tool, capsys):
+    import shlex
+    with pytest.raises(SystemExit):
+        run_main(capsys, tool, '--help')
+    help_text = capsys.readouterr().out
+    examples = re.findall(r'^ +(python tools/\S+\.py(?:.*\\\n)*.*)$', help_text, re.M)
+    assert examples, help_text
+    options = set(re.findall(r'(--[a-z][a-z-]*)', help_text.split('\n\n', 2)[-1]))  # the options section
+    for example in examples:
+        command = re.sub(r'\\\n\s*', ' ', example).split('#')[0].rstrip()
+        assert '   ' not in command, f'a line continuation lost its backslash: {example}'
+        words = shlex.split(command)
+        assert words[1] == f'tools/{tool}.py', example
+        for word in words[2:]:
+            assert not word.startswith('--') or word in options, f'{word} in: {example}'
+            assert not word.startswith('configs/') or (ROOT / word).is_file(), f'{word} in: {example}'
