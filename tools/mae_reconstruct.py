@@ -18,13 +18,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import densekit  # noqa: E402,F401  (registries, checkpoint loading)
-from mmengine.config import DictAction  # noqa: E402
+import densekit.runtime  # noqa: F401  (weights-only loading of training checkpoints)
+from mmengine.config import DictAction
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.ppm', '.pgm', '.tif', '.tiff', '.webp')
 
