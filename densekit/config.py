@@ -178,7 +178,9 @@ def _closest_configs(path: str) -> str:
     if not close:  # compare names alone: a right name in a wrong folder
         by_name = {osp.basename(c): c for c in candidates}
         close = [by_name[n] for n in difflib.get_close_matches(osp.basename(path), list(by_name), n=3, cutoff=0.6)]
-    return f'. Did you mean {" or ".join(close)}?' if close else '. The configs are in configs/<family>/ (ls configs/*/)'
+    if close:
+        return f'. Did you mean {" or ".join(close)}?'
+    return '. The configs are in configs/<family>/ (ls configs/*/)'
 
 
 # the toolbox registry each default_scope builds models from

@@ -114,7 +114,8 @@ def test_bad_arguments_are_named():
 
 def test_cli_prints_tables_and_writes_json(tmp_path):
     out = tmp_path / 'bench.json'
-    proc = run_tool('benchmark', 'configs/levit/levit-128s_1000e_imagenet.py', '--size', '64', '--batch', '2', '--reps', '1',
+    proc = run_tool('benchmark', 'configs/levit/levit-128s_1000e_imagenet.py', '--size', '64', '--batch', '2',
+                    '--reps', '1',
                     '--peers', 'timm', '--json', str(out))
     assert '| densekit |' in proc.stdout and '| timm |' in proc.stdout and '## Summary' in proc.stdout
     assert 'USDT' not in proc.stderr  # the CPU profiler's profiler_start/stop notes

@@ -31,7 +31,8 @@ SIZES = [(64, 64), (96, 80)]
 TINY = {
     'swin': ('upernet_swin_ade20k', 'swin/swin-t_300e_imagenet',
              dict(arch=dict(embed_dims=16, depths=(2, 1, 1, 1), num_heads=(1, 2, 2, 4))), {}),
-    'vit': ('vit/upernet_vit-b16_160k_ade20k', 'vit/vit-b16_300e_imagenet', dict(arch=dict(embed_dims=32, depth=4, num_heads=2)),
+    'vit': ('vit/upernet_vit-b16_160k_ade20k', 'vit/vit-b16_300e_imagenet',
+            dict(arch=dict(embed_dims=32, depth=4, num_heads=2)),
             dict(backbone=dict(out_indices=(0, 1, 2, 3)), neck=dict(in_channels=32, out_channels=32))),
     # MAE has no classification config: its fine-tuned classifier is ViT's
     'mae': ('mae/upernet_mae-vit-b16_100e_ade20k', None, dict(arch=dict(embed_dims=32, depth=4, num_heads=2)),

@@ -93,9 +93,11 @@ VIT_HEADS = dict(neck=dict(in_channels=[32] * 4, out_channels=32),
 PAIRS = {
     # mmseg UPerNet
     'upernet-swin-t': _seg_swin(SWIN_SEG.format('tiny', 7, '', ''), 'upernet_swin_ade20k.py', (2, 2, 2, 2)),
-    'upernet-swin-s': _seg_swin(SWIN_SEG.format('small', 7, '', ''), 'swin/upernet_swin-s_160k_ade20k.py', (1, 1, 3, 1)),
+    'upernet-swin-s': _seg_swin(SWIN_SEG.format('small', 7, '', ''), 'swin/upernet_swin-s_160k_ade20k.py',
+                                (1, 1, 3, 1)),
     'upernet-swin-b': _seg_swin(SWIN_SEG.format('base', 7, '', ''), 'swin/upernet_swin-b_160k_ade20k.py', (1, 1, 2, 1)),
-    'upernet-swin-b-w12': _seg_swin(SWIN_SEG.format('base', 12, '-384x384', ''), 'swin/upernet_swin-b-w12_160k_ade20k.py',
+    'upernet-swin-b-w12': _seg_swin(SWIN_SEG.format('base', 12, '-384x384', ''),
+                                    'swin/upernet_swin-b-w12_160k_ade20k.py',
                                     (1, 1, 2, 1), window=12, size=416),
     'upernet-vit-b16-mln': Pair('mmseg', 'vit/vit_vit-b16_mln_upernet_8xb2-160k_ade20k-512x512.py',
                                 'vit/upernet_vit-b16-mln_160k_ade20k.py', VIT_MM, VIT_OURS, VIT_HEADS, 80),

@@ -42,7 +42,8 @@ def test_tta_end_to_end(checkpoint, synthetic_ade, tmp_path):
 
 
 @pytest.mark.parametrize('config, error', [
-    ('configs/swin/swin-t_300e_imagenet.py', 'configs/swin/swin-t_300e_imagenet.py: --tta needs tta_model and tta_pipeline'),
+    ('configs/swin/swin-t_300e_imagenet.py',
+     'configs/swin/swin-t_300e_imagenet.py: --tta needs tta_model and tta_pipeline'),
     ('configs/swin/mask-rcnn_swin-t_fpn_1x_coco.py',
      "--tta is for boxes only: mmdet's DetTTAModel does not merge instance masks")])
 def test_tta_refused_with_the_reason(checkpoint, capsys, tmp_path, config, error):

@@ -121,7 +121,8 @@ def test_config_pairs_backbone_adapter_and_head():
     from mmengine.config import Config
 
     from necks.pyramid_adapter import SimpleFeaturePyramid
-    cfg = Config.fromfile(str(Path(__file__).parents[2] / 'configs' / 'convmixer/upernet_convmixer-1536-20_160k_ade20k.py'))
+    cfg = Config.fromfile(str(Path(__file__).parents[2] / 'configs' / 'convmixer' /
+                              'upernet_convmixer-1536-20_160k_ade20k.py'))
     assert cfg.model.backbone.type == 'densekit.ConvMixer'
     backbone = ConvMixer(**{k: v for k, v in cfg.model.backbone.items() if k not in ('type', 'init_cfg')})
     neck = SimpleFeaturePyramid(**{k: v for k, v in cfg.model.neck.items() if k != 'type'}).eval()
