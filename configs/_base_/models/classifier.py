@@ -3,7 +3,6 @@
 # neck if the map needs pooling (GlobalAveragePooling), and the width it feeds,
 # head.in_channels; a family with another head changes head.type. Label smoothing
 # 0.1 and DeiT's batch augmentation, as the DeiT-style ImageNet recipes train.
-# No backbone key here: a dict cannot merge into None without _delete_.
 data_preprocessor = dict(
     type='ClsDataPreprocessor',
     num_classes=1000,
@@ -13,6 +12,7 @@ data_preprocessor = dict(
 model = dict(
     type='ImageClassifier',
     data_preprocessor=data_preprocessor,
+    backbone=dict(),  # the family file's (None would refuse its dict: mmengine merges dicts only)
     head=dict(type='LinearClsHead', num_classes=1000, in_channels=None,  # in_channels: the family file
               loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original')),
     # DeiT's batch augmentation: mixup 0.8 or cutmix 1.0 (one per batch)

@@ -1,7 +1,7 @@
 # Mask R-CNN (mmdet's MaskRCNN, FPN, RPN and RoI heads as in mmdet's
 # configs/_base_/models/mask-rcnn_r50_fpn.py), backbone-neutral: the family file
 # states model.backbone (4 levels at strides 4/8/16/32) and the widths it feeds,
-# neck.in_channels. No backbone key here: a dict cannot merge into None without _delete_.
+# neck.in_channels.
 default_scope = 'mmdet'
 model = dict(
     type='MaskRCNN',
@@ -12,6 +12,7 @@ model = dict(
         bgr_to_rgb=True,
         pad_mask=True,
         pad_size_divisor=32),
+    backbone=dict(),  # the family file's (None would refuse its dict: mmengine merges dicts only)
     neck=dict(type='FPN', in_channels=None, out_channels=256, num_outs=5),  # in_channels: the family file
     rpn_head=dict(
         type='RPNHead',

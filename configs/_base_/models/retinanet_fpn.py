@@ -1,8 +1,7 @@
 # RetinaNet (mmdet's RetinaNet, FPN and RetinaHead as in mmdet's
 # configs/_base_/models/retinanet_r50_fpn.py), backbone-neutral: the family file
 # states model.backbone, returning the levels at strides 8/16/32, and their widths,
-# neck.in_channels; the FPN adds P6/P7 from its input. No backbone key here: a
-# dict cannot merge into None without _delete_.
+# neck.in_channels; the FPN adds P6/P7 from its input.
 default_scope = 'mmdet'
 model = dict(
     type='RetinaNet',
@@ -12,6 +11,7 @@ model = dict(
         std=[58.395, 57.12, 57.375],
         bgr_to_rgb=True,
         pad_size_divisor=32),
+    backbone=dict(),  # the family file's (None would refuse its dict: mmengine merges dicts only)
     neck=dict(
         type='FPN',
         in_channels=None,  # the family file

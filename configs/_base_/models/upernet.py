@@ -1,8 +1,7 @@
 # UPerNet (mmseg's UPerHead) + FCN auxiliary head on any 4-level pyramid (strides
 # 4/8/16/32), backbone-neutral: the family file states model.backbone (and a neck
 # if it needs one) and the widths it feeds, decode_head.in_channels (4 levels) and
-# auxiliary_head.in_channels (the level at in_index). No backbone key here: a dict
-# cannot merge into None without _delete_.
+# auxiliary_head.in_channels (the level at in_index).
 norm_cfg = dict(type='SyncBN', requires_grad=True)  # tools/train.py turns it into BN without distribution
 data_preprocessor = dict(
     type='SegDataPreProcessor',
@@ -14,6 +13,7 @@ data_preprocessor = dict(
 model = dict(
     type='EncoderDecoder',
     data_preprocessor=data_preprocessor,
+    backbone=dict(),  # the family file's (None would refuse its dict: mmengine merges dicts only)
     decode_head=dict(
         type='UPerHead',
         in_channels=None,  # the backbone's 4 level widths: the family file
