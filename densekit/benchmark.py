@@ -73,18 +73,18 @@ PeerBuilder = Callable[[nn.Module, tuple[int, int]], nn.Module]
 # configs of the full table (``--suite``): task -> (config, input H=W, batch)
 SUITE = {
     'seg': (('configs/upernet_swin_ade20k.py', 512, 1),
-            ('configs/upernet_vit-b16_ade20k.py', 512, 1),
-            ('configs/upernet_mae-vit-b16_ade20k.py', 512, 1),
-            ('configs/upernet_vitae-s_ade20k.py', 512, 1),
-            ('configs/upernet_levit-256_ade20k.py', 512, 1),
-            ('configs/upernet_coatnet-0_ade20k.py', 512, 1),
-            ('configs/upernet_convmixer-1536-20_ade20k.py', 512, 1)),
-    'cls': (('configs/swin-t_imagenet.py', 224, 1),
-            ('configs/levit-256_imagenet.py', 224, 1),
-            ('configs/coatnet-0_imagenet.py', 224, 1),
-            ('configs/vit-b16_imagenet.py', 224, 1),
-            ('configs/vitae-s_imagenet.py', 224, 1),
-            ('configs/convmixer-768-32_imagenet.py', 224, 1)),
+            ('configs/vit/upernet_vit-b16_160k_ade20k.py', 512, 1),
+            ('configs/mae/upernet_mae-vit-b16_100e_ade20k.py', 512, 1),
+            ('configs/vitae/upernet_vitae-s_160k_ade20k.py', 512, 1),
+            ('configs/levit/upernet_levit-256_160k_ade20k.py', 512, 1),
+            ('configs/coatnet/upernet_coatnet-0_160k_ade20k.py', 512, 1),
+            ('configs/convmixer/upernet_convmixer-1536-20_160k_ade20k.py', 512, 1)),
+    'cls': (('configs/swin/swin-t_300e_imagenet.py', 224, 1),
+            ('configs/levit/levit-256_1000e_imagenet.py', 224, 1),
+            ('configs/coatnet/coatnet-0_300e_imagenet.py', 224, 1),
+            ('configs/vit/vit-b16_300e_imagenet.py', 224, 1),
+            ('configs/vitae/vitae-s_300e_imagenet.py', 224, 1),
+            ('configs/convmixer/convmixer-768-32_150e_imagenet.py', 224, 1)),
 }
 
 

@@ -238,7 +238,9 @@ def load_config(path: str, options: dict | None = None) -> Config:
 
 def _closest_configs(path: str) -> str:
     """' Did you mean ...?' with the closest config files, or ''."""
-    folders = {osp.dirname(path) or '.', osp.join(REPO, 'configs'), osp.join(REPO, 'configs', 'demo')}
+    # the given folder, configs/ and its family and demo folders (configs/<family>/*.py)
+    folders = {osp.dirname(path) or '.', osp.join(REPO, 'configs'),
+               *(f for f in glob.glob(osp.join(REPO, 'configs', '*', '')) if osp.basename(f[:-1]) != '_base_')}
     candidates = {}
     for folder in folders:
         for file in glob.glob(osp.join(folder, '*.py')):
@@ -248,7 +250,9 @@ def _closest_configs(path: str) -> str:
     if not close:  # compare names alone: a right name in a wrong folder
         by_name = {osp.basename(c): c for c in candidates}
         close = [by_name[n] for n in difflib.get_close_matches(osp.basename(path), list(by_name), n=3, cutoff=0.6)]
-    return f'. Did you mean {" or ".join(close)}?' if close else '. The configs are in configs/ (ls configs)'
+    if close:
+        return f'. Did you mean {" or ".join(close)}?'
+    return '. The configs are in configs/<family>/ (ls configs/*/)'
 
 
 # the toolbox registry each default_scope builds models from

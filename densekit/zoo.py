@@ -8,7 +8,7 @@ Three sources, read as data:
   (``<mmseg|mmdet|mmpretrain>/.mim/configs/<model>/metafile.y*ml``): name, metric, URL;
 - the official releases those metafiles say their weights were converted from
   (``Converted From: Weights``), with the converted copy's metric;
-- our per-family metafiles ``configs/metafiles/<family>.yml``: which checkpoint each
+- our per-family metafiles ``configs/<family>/metafile.yml``: which checkpoint each
   DenseKit config can use (``Use: test`` a whole trained model, ``Use: init`` backbone
   weights to fine-tune from), checkpoints no toolbox lists (timm, official releases)
   with their published metric and its source, and, kept apart under ``Measured``,
@@ -32,7 +32,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-METAFILES = ROOT / 'configs' / 'metafiles'
+CONFIGS = ROOT / 'configs'
 FAMILIES = ('swin', 'vit', 'mae', 'vitae', 'levit', 'coatnet', 'convmixer')
 
 # The toolbox model folders that hold our families: package -> {folder: family}.
@@ -137,9 +137,14 @@ def read_toolbox(package: str, family: str, path: Path) -> list[Checkpoint]:
     return out
 
 
+def metafile(family: str) -> Path:
+    """Our metafile of ``family``, beside its configs (mmseg 1.x's layout)."""
+    return CONFIGS / family / 'metafile.yml'
+
+
 def read_ours(family: str, path: Path | None = None) -> dict:
     """Our metafile of ``family`` as a dict with ``Models`` and ``Checkpoints`` lists."""
-    path = path or METAFILES / f'{family}.yml'
+    path = path or metafile(family)
     with open(path) as f:
         data = yaml.safe_load(f) or {}
     for key in ('Models', 'Checkpoints'):
@@ -184,7 +189,7 @@ def load_zoo(families=FAMILIES) -> dict[str, Checkpoint]:
         for model in ours['Models']:
             for weights in model['Weights']:
                 if weights['Name'] not in zoo:
-                    raise KeyError(f"configs/metafiles/{family}.yml: {model['Name']} uses "
+                    raise KeyError(f"configs/{family}/metafile.yml: {model['Name']} uses "
                                    f"{weights['Name']!r}, which no metafile lists")
                 zoo[weights['Name']].fits.append(dict(
                     config=model['Config'], use=weights['Use'], options=weights.get('Options', ''),
@@ -346,7 +351,7 @@ def render_table(families=FAMILIES) -> str:
         for model in read_ours(family)['Models']:
             measured = '; '.join(', '.join(f'{k} {v}' for k, v in m['Metrics'].items()) + f" ({m['Command']})"
                                  for m in model.get('Measured') or []) or 'not yet'
-            config = f"`{Path(model['Config']).name}`"
+            config = f"`{Path(model['Config']).relative_to('configs')}`"  # <family>/<name>.py
             if not model['Weights']:
                 rows.append(f'| {config} | none published | - | - | - | {measured} |')
             for weights in model['Weights']:

@@ -75,7 +75,7 @@ def test_mm_peer_is_the_same_network_with_the_same_weights():
 
 
 def test_timm_peer_returns_the_same_levels_with_the_same_weights():
-    cfg = load_config('configs/upernet_vit-b16_ade20k.py', tiny_vit())
+    cfg = load_config('configs/vit/upernet_vit-b16_160k_ade20k.py', tiny_vit())
     ours = build_ours(cfg)
     peers, skipped = build_peers(ours, (64, 64))
     assert not skipped and [p[0] for p in peers] == ['timm', 'mmseg', 'mmpretrain']
@@ -114,7 +114,8 @@ def test_bad_arguments_are_named():
 
 def test_cli_prints_tables_and_writes_json(tmp_path):
     out = tmp_path / 'bench.json'
-    proc = run_tool('benchmark', 'configs/levit-128s_imagenet.py', '--size', '64', '--batch', '2', '--reps', '1',
+    proc = run_tool('benchmark', 'configs/levit/levit-128s_1000e_imagenet.py', '--size', '64', '--batch', '2',
+                    '--reps', '1',
                     '--peers', 'timm', '--json', str(out))
     assert '| densekit |' in proc.stdout and '| timm |' in proc.stdout and '## Summary' in proc.stdout
     assert 'USDT' not in proc.stderr  # the CPU profiler's profiler_start/stop notes
@@ -193,7 +194,7 @@ def _model_losses(model, inputs, samples) -> dict:
 
 @pytest.mark.parametrize('config,options,peer', [
     (TINY_SEG, None, 'mmseg'), (TINY_DET, None, 'mmdet'),
-    ('configs/swin-t_imagenet.py', {**tiny_swin(), 'model.head.in_channels': 128}, 'mmpretrain')])
+    ('configs/swin/swin-t_300e_imagenet.py', {**tiny_swin(), 'model.head.in_channels': 128}, 'mmpretrain')])
 def test_model_peer_differs_only_in_the_backbone_and_gives_our_losses(config, options, peer):
     cfg = load_config(config, options)
     torch.manual_seed(0)
@@ -234,7 +235,7 @@ def test_synthetic_detection_targets_are_valid_and_seeded():
 
 def test_model_scope_skips_a_peer_whose_maps_do_not_fit_our_head():
     """timm's Swin gives its last features channels-last: it cannot feed the classifier's neck."""
-    cfg = load_config('configs/swin-t_imagenet.py', {**tiny_swin(), 'model.head.in_channels': 128})
+    cfg = load_config('configs/swin/swin-t_300e_imagenet.py', {**tiny_swin(), 'model.head.in_channels': 128})
     models, skipped = build_models(cfg, (64, 64), ['timm'], 'model')
     assert len(models) == 1 and 'are not ours' in skipped['timm']
 
@@ -246,7 +247,7 @@ def test_compile_wraps_ours_and_the_peer_alike():
     from torch._dynamo.utils import counters
     counters.clear()
     tiny_convmixer = {'model.backbone.arch': dict(_delete_=True, dim=16, depth=2, kernel_size=3, patch_size=4)}
-    b = run_benchmark('configs/convmixer-768-32_imagenet.py', size=32, batch=1, reps=1, peers=['timm'],
+    b = run_benchmark('configs/convmixer/convmixer-768-32_150e_imagenet.py', size=32, batch=1, reps=1, peers=['timm'],
                       cfg_options=tiny_convmixer, compile_backend='eager')
     assert [r.name for r in b.results] == ['densekit', 'timm'] and min(b.ours.train_s) > 0
     assert "torch.compile(backend='eager')" in b.table()

@@ -17,6 +17,8 @@ import densekit  # noqa: F401  (registries)
 from densekit.datasets import DatasetError
 
 CONFIGS = ROOT / 'configs'
+# variant (the name's backbone field) -> its ImageNet config, configs/<family>/<variant>_<schedule>_imagenet.py
+CLS_CONFIGS = {p.name.split('_')[0]: p for p in CONFIGS.glob('*/*_imagenet.py')}
 
 # variant -> (the paper's parameter count in M, timm model of the same architecture or None)
 PAPER_PARAMS = {
@@ -35,7 +37,7 @@ PAPER_PARAMS = {
 
 def build_classifier(variant: str, cfg: Config | None = None):
     from mmengine.registry import MODELS
-    cfg = cfg or Config.fromfile(str(CONFIGS / f'{variant}_imagenet.py'))
+    cfg = cfg or Config.fromfile(str(CLS_CONFIGS[variant]))
     init_default_scope(cfg.default_scope)
     return MODELS.build(cfg.model)
 
@@ -45,8 +47,7 @@ def count(model: torch.nn.Module) -> float:
 
 
 def test_every_variant_has_a_config():
-    shipped = {p.name.removesuffix('_imagenet.py') for p in CONFIGS.glob('*_imagenet.py')}
-    assert shipped == set(PAPER_PARAMS)
+    assert set(CLS_CONFIGS) == set(PAPER_PARAMS)
 
 
 @pytest.mark.parametrize('variant', sorted(PAPER_PARAMS))
@@ -84,7 +85,7 @@ def test_logits_match_timm(variant):
     ref = timm.create_model(name, **(dict(img_size=size) if sized else {})).eval()
     perturb(ref)
     sd = ref.state_dict()
-    cfg = Config.fromfile(str(CONFIGS / f'{variant}_imagenet.py'))
+    cfg = Config.fromfile(str(CLS_CONFIGS[variant]))
     if sized:
         cfg.model.backbone.img_size = size
     model = build_classifier(variant, cfg).eval()
@@ -195,7 +196,7 @@ def tiny_run_cfg(variant: str, root: Path, work_dir: Path) -> Config:
     """The variant's ImageNet config (recipe pipeline, mixup/cutmix, schedule
     type) on the tiny synthetic data at 64x64, 2 iterations then validation."""
     from densekit.synthetic_cls import CLASSES
-    cfg = Config.fromfile(str(CONFIGS / f'{variant}_imagenet.py'))
+    cfg = Config.fromfile(str(CLS_CONFIGS[variant]))
     cfg.model.pop('teacher', None)  # LeViT's distillation teacher: tests/test_distillation.py
     cfg.model.data_preprocessor.num_classes = cfg.model.head.num_classes = len(CLASSES)
     cfg.train_pipeline[1].scale = 64
@@ -242,7 +243,7 @@ def test_tools_train_and_test_end_to_end(tiny_cls, tmp_path):
 
 
 def test_missing_imagenet_is_one_clear_line(tmp_path):
-    proc = run_tool('train', 'configs/levit-128s_imagenet.py', '--work-dir', str(tmp_path),
+    proc = run_tool('train', 'configs/levit/levit-128s_1000e_imagenet.py', '--work-dir', str(tmp_path),
                     '--cfg-options', f'data_root={tmp_path}/imagenet', check=False)
     assert proc.returncode != 0
     assert f'image folder not found: {tmp_path}/imagenet/train' in proc.stderr

@@ -68,18 +68,20 @@ def _check_detection_pyramid(cfg: Config, model) -> None:
 # the families mmseg lacks cite the Swin recipe.
 SWIN_T_RECIPE = 'swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
 SEG_RECIPES = {
-    'upernet_swin_ade20k.py': SWIN_T_RECIPE,
-    'upernet_swin-s_ade20k.py': 'swin/swin-small-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
-    'upernet_swin-b_ade20k.py': 'swin/swin-base-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
-    'upernet_swin-b-w12_ade20k.py':
+    'upernet_swin_ade20k.py': SWIN_T_RECIPE, 'swin/upernet_swin-t_160k_ade20k.py': SWIN_T_RECIPE,
+    'swin/upernet_swin-s_160k_ade20k.py': 'swin/swin-small-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
+    'swin/upernet_swin-b_160k_ade20k.py': 'swin/swin-base-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py',
+    'swin/upernet_swin-b-w12_160k_ade20k.py':
         'swin/swin-base-patch4-window12-in1k-384x384-pre_upernet_8xb2-160k_ade20k-512x512.py',
-    'upernet_vit-b16_ade20k.py': 'vit/vit_vit-b16_mln_upernet_8xb2-160k_ade20k-512x512.py',
-    'upernet_vit-b16-mln_ade20k.py': 'vit/vit_vit-b16_mln_upernet_8xb2-160k_ade20k-512x512.py',
-    'upernet_vit-b16-ln-mln_ade20k.py': 'vit/vit_vit-b16-ln_mln_upernet_8xb2-160k_ade20k-512x512.py',
-    'upernet_mae-vit-b16_ade20k.py': 'mae/mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py',
-    'upernet_levit-256_ade20k.py': SWIN_T_RECIPE, 'upernet_levit-128s_ade20k.py': SWIN_T_RECIPE,
-    'upernet_coatnet-0_ade20k.py': SWIN_T_RECIPE, 'upernet_convmixer-1536-20_ade20k.py': SWIN_T_RECIPE,
-    'upernet_vitae-s_ade20k.py': SWIN_T_RECIPE,
+    'vit/upernet_vit-b16_160k_ade20k.py': 'vit/vit_vit-b16_mln_upernet_8xb2-160k_ade20k-512x512.py',
+    'vit/upernet_vit-b16-mln_160k_ade20k.py': 'vit/vit_vit-b16_mln_upernet_8xb2-160k_ade20k-512x512.py',
+    'vit/upernet_vit-b16-ln-mln_160k_ade20k.py': 'vit/vit_vit-b16-ln_mln_upernet_8xb2-160k_ade20k-512x512.py',
+    'mae/upernet_mae-vit-b16_100e_ade20k.py': 'mae/mae-base_upernet_8xb2-amp-160k_ade20k-512x512.py',
+    'levit/upernet_levit-256_160k_ade20k.py': SWIN_T_RECIPE,
+    'levit/upernet_levit-128s_160k_ade20k.py': SWIN_T_RECIPE,
+    'coatnet/upernet_coatnet-0_160k_ade20k.py': SWIN_T_RECIPE,
+    'convmixer/upernet_convmixer-1536-20_160k_ade20k.py': SWIN_T_RECIPE,
+    'vitae/upernet_vitae-s_160k_ade20k.py': SWIN_T_RECIPE,
 }
 
 
@@ -88,7 +90,8 @@ def test_segmentation_configs_test_as_their_recipe():
     pipeline are those of the mmseg recipe each config cites."""
     import mmseg
     recipes = Path(mmseg.__file__).parent / '.mim' / 'configs'
-    ours = sorted(p.name for p in (ROOT / 'configs').glob('upernet_*_ade20k.py'))
+    ours = sorted(str(p.relative_to(ROOT / 'configs')) for p in (ROOT / 'configs').glob('**/upernet_*_ade20k.py')
+                  if 'demo' not in p.parts)
     assert ours == sorted(SEG_RECIPES)
     for name, recipe in SEG_RECIPES.items():
         cfg, ref = Config.fromfile(str(ROOT / 'configs' / name)), Config.fromfile(str(recipes / recipe))
@@ -123,7 +126,7 @@ def test_data_root_option_moves_every_dataloader(tmp_path):
 
 
 def test_data_root_option_moves_the_coco_evaluators(tmp_path):
-    cfg = load_config(str(ROOT / 'configs' / 'mask-rcnn_swin-t_fpn_1x_coco.py'), {'data_root': str(tmp_path)})
+    cfg = load_config(str(ROOT / 'configs' / 'swin/mask-rcnn_swin-t_fpn_1x_coco.py'), {'data_root': str(tmp_path)})
     for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         assert cfg[name].dataset.data_root == str(tmp_path)
     for name in ('val_evaluator', 'test_evaluator'):

@@ -178,7 +178,7 @@ def test_missing_data_says_where_coco_is_expected(tmp_path, capsys):
         build(tmp_path / 'coco')
     # through the tool: one line naming the folder and the fix, no traceback
     with pytest.raises(SystemExit) as exit_:
-        run_main(capsys, 'train', str(ROOT / 'configs' / 'mask-rcnn_swin-t_fpn_1x_coco.py'),
+        run_main(capsys, 'train', str(ROOT / 'configs' / 'swin/mask-rcnn_swin-t_fpn_1x_coco.py'),
                  '--work-dir', str(tmp_path / 'work'), '--cfg-options', f'data_root={tmp_path}/none/', 'model.backbone.init_cfg=None')
     err = capsys.readouterr().err
     assert exit_.value.code == 1 and 'Traceback' not in err

@@ -12,7 +12,7 @@ from tests.helpers import ROOT, run_main
 import densekit  # noqa: F401  (registries)
 from densekit.config import load_config
 
-CONFIG = ROOT / 'configs' / 'levit-128s_imagenet.py'
+CONFIG = ROOT / 'configs' / 'levit/levit-128s_1000e_imagenet.py'
 NUM_CLASSES, CLASS_K = 5, 3
 TINY_LEVIT = dict(embed_dims=(16, 24, 32), key_dim=4, num_heads=(2, 2, 2), depths=(1, 1, 1))
 

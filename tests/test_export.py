@@ -29,22 +29,23 @@ SIZES = [(64, 64), (96, 80)]
 # family -> (segmentation config, classification config or None, tiny backbone
 # settings, segmentation-only backbone/neck settings)
 TINY = {
-    'swin': ('upernet_swin_ade20k', 'swin-t_imagenet',
+    'swin': ('upernet_swin_ade20k', 'swin/swin-t_300e_imagenet',
              dict(arch=dict(embed_dims=16, depths=(2, 1, 1, 1), num_heads=(1, 2, 2, 4))), {}),
-    'vit': ('upernet_vit-b16_ade20k', 'vit-b16_imagenet', dict(arch=dict(embed_dims=32, depth=4, num_heads=2)),
+    'vit': ('vit/upernet_vit-b16_160k_ade20k', 'vit/vit-b16_300e_imagenet',
+            dict(arch=dict(embed_dims=32, depth=4, num_heads=2)),
             dict(backbone=dict(out_indices=(0, 1, 2, 3)), neck=dict(in_channels=32, out_channels=32))),
     # MAE has no classification config: its fine-tuned classifier is ViT's
-    'mae': ('upernet_mae-vit-b16_ade20k', None, dict(arch=dict(embed_dims=32, depth=4, num_heads=2)),
+    'mae': ('mae/upernet_mae-vit-b16_100e_ade20k', None, dict(arch=dict(embed_dims=32, depth=4, num_heads=2)),
             dict(backbone=dict(out_indices=(0, 1, 2, 3)), neck=dict(in_channels=32))),
-    'vitae': ('upernet_vitae-s_ade20k', 'vitae-t_imagenet',
+    'vitae': ('vitae/upernet_vitae-s_160k_ade20k', 'vitae/vitae-t_300e_imagenet',
               dict(arch=dict(embed_dims=(8, 8, 16), token_dims=(8, 16, 32), depth=1, num_heads=2, mlp_ratio=2.,
                              group=4)), {}),
-    'levit': ('upernet_levit-256_ade20k', 'levit-128s_imagenet',
+    'levit': ('levit/upernet_levit-256_160k_ade20k', 'levit/levit-128s_1000e_imagenet',
               dict(arch=dict(embed_dims=(32, 48, 64), key_dim=8, num_heads=(2, 3, 4), depths=(1, 1, 1))), {}),
-    'coatnet': ('upernet_coatnet-0_ade20k', 'coatnet-0_imagenet',
+    'coatnet': ('coatnet/upernet_coatnet-0_160k_ade20k', 'coatnet/coatnet-0_300e_imagenet',
                 dict(arch=dict(stem_width=16, embed_dims=(16, 32, 64, 128), depths=(1, 1, 1, 1)),
                      pretrain_img_size=32), {}),
-    'convmixer': ('upernet_convmixer-1536-20_ade20k', 'convmixer-768-32_imagenet',
+    'convmixer': ('convmixer/upernet_convmixer-1536-20_160k_ade20k', 'convmixer/convmixer-768-32_150e_imagenet',
                   dict(arch=dict(dim=16, depth=4, kernel_size=5, patch_size=7, act='gelu')),
                   dict(backbone=dict(out_indices=(0, 1, 2, 3)), neck=dict(in_channels=16, out_channels=16))),
 }

@@ -28,8 +28,8 @@ def test_misspelt_config_path_suggests_the_closest(monkeypatch):
     monkeypatch.chdir(ROOT)
     with pytest.raises(FileNotFoundError, match=r'Did you mean configs/upernet_swin_ade20k\.py'):
         load_config('configs/upernet_swin_ade20.py')
-    with pytest.raises(FileNotFoundError, match=r'configs/swin-t_imagenet\.py'):
-        load_config('swin-t_imagenet.py')  # right name, wrong folder
+    with pytest.raises(FileNotFoundError, match=r'configs/swin/swin-t_300e_imagenet\.py'):
+        load_config('swin-t_300e_imagenet.py')  # right name, wrong folder
 
 
 @pytest.mark.parametrize('option, expected', [
@@ -259,7 +259,7 @@ def test_classification_names_come_from_the_training_data(tmp_path):
 
 def test_detector_flops_at_test_scale_two_stage_included():
     from densekit.analysis import build_model_from_config, count_complexity, default_input_shape
-    cfg = load_config(str(ROOT / 'configs' / 'mask-rcnn_swin-t_fpn_1x_coco.py'))
+    cfg = load_config(str(ROOT / 'configs' / 'swin/mask-rcnn_swin-t_fpn_1x_coco.py'))
     assert default_input_shape(cfg) == (800, 1344)  # Resize (1333, 800), padded to 32
     demo = load_config(DEMOS['detection'])
     model = build_model_from_config(demo)

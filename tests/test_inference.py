@@ -105,7 +105,7 @@ def test_bad_inputs_are_named(seg_checkpoint, images, tmp_path):
 
 def test_classification_topk_json(images, tmp_path):
     from mmpretrain.apis import get_model
-    config = 'configs/levit-128s_imagenet.py'
+    config = 'configs/levit/levit-128s_1000e_imagenet.py'
     _, ckpt = _save_untrained(tmp_path, get_model, config)
     results = inference(config, str(ckpt), [images / 'img0.jpg', images / 'img1.jpg'], out_dir=tmp_path / 'out',
                         topk=3, progress=False)

@@ -93,28 +93,30 @@ VIT_HEADS = dict(neck=dict(in_channels=[32] * 4, out_channels=32),
 PAIRS = {
     # mmseg UPerNet
     'upernet-swin-t': _seg_swin(SWIN_SEG.format('tiny', 7, '', ''), 'upernet_swin_ade20k.py', (2, 2, 2, 2)),
-    'upernet-swin-s': _seg_swin(SWIN_SEG.format('small', 7, '', ''), 'upernet_swin-s_ade20k.py', (1, 1, 3, 1)),
-    'upernet-swin-b': _seg_swin(SWIN_SEG.format('base', 7, '', ''), 'upernet_swin-b_ade20k.py', (1, 1, 2, 1)),
-    'upernet-swin-b-w12': _seg_swin(SWIN_SEG.format('base', 12, '-384x384', ''), 'upernet_swin-b-w12_ade20k.py',
+    'upernet-swin-s': _seg_swin(SWIN_SEG.format('small', 7, '', ''), 'swin/upernet_swin-s_160k_ade20k.py',
+                                (1, 1, 3, 1)),
+    'upernet-swin-b': _seg_swin(SWIN_SEG.format('base', 7, '', ''), 'swin/upernet_swin-b_160k_ade20k.py', (1, 1, 2, 1)),
+    'upernet-swin-b-w12': _seg_swin(SWIN_SEG.format('base', 12, '-384x384', ''),
+                                    'swin/upernet_swin-b-w12_160k_ade20k.py',
                                     (1, 1, 2, 1), window=12, size=416),
     'upernet-vit-b16-mln': Pair('mmseg', 'vit/vit_vit-b16_mln_upernet_8xb2-160k_ade20k-512x512.py',
-                                'upernet_vit-b16-mln_ade20k.py', VIT_MM, VIT_OURS, VIT_HEADS, 80),
+                                'vit/upernet_vit-b16-mln_160k_ade20k.py', VIT_MM, VIT_OURS, VIT_HEADS, 80),
     'upernet-vit-b16-ln-mln': Pair('mmseg', 'vit/vit_vit-b16-ln_mln_upernet_8xb2-160k_ade20k-512x512.py',
-                                   'upernet_vit-b16-ln-mln_ade20k.py', VIT_MM, VIT_OURS, VIT_HEADS, 80),
+                                   'vit/upernet_vit-b16-ln-mln_160k_ade20k.py', VIT_MM, VIT_OURS, VIT_HEADS, 80),
     # DeiT-B differs from ViT-B in its pretraining only
     'upernet-deit-b16-mln': Pair('mmseg', 'vit/vit_deit-b16_mln_upernet_8xb2-160k_ade20k-512x512.py',
-                                 'upernet_vit-b16-mln_ade20k.py', VIT_MM, VIT_OURS, VIT_HEADS, 80),
+                                 'vit/upernet_vit-b16-mln_160k_ade20k.py', VIT_MM, VIT_OURS, VIT_HEADS, 80),
     'upernet-deit-b16-ln-mln': Pair('mmseg', 'vit/vit_deit-b16-ln_mln_upernet_8xb2-160k_ade20k-512x512.py',
-                                    'upernet_vit-b16-ln-mln_ade20k.py', VIT_MM, VIT_OURS, VIT_HEADS, 80),
+                                    'vit/upernet_vit-b16-ln-mln_160k_ade20k.py', VIT_MM, VIT_OURS, VIT_HEADS, 80),
     # mmdet
     'mask-rcnn-swin-t-1x': _det_swin(SWIN_DET.format('mask-rcnn_swin-t-p4-w7_fpn_1x'),
-                                     'mask-rcnn_swin-t_fpn_1x_coco.py', (1, 1, 2, 1)),
+                                     'swin/mask-rcnn_swin-t_fpn_1x_coco.py', (1, 1, 2, 1)),
     'mask-rcnn-swin-t-ms-3x': _det_swin(SWIN_DET.format('mask-rcnn_swin-t-p4-w7_fpn_ms-crop-3x'),
-                                        'mask-rcnn_swin-t_fpn_ms-3x_coco.py', (1, 1, 2, 1)),
+                                        'swin/mask-rcnn_swin-t_fpn_ms-3x_coco.py', (1, 1, 2, 1)),
     'mask-rcnn-swin-s-ms-3x': _det_swin(SWIN_DET.format('mask-rcnn_swin-s-p4-w7_fpn_amp-ms-crop-3x'),
-                                        'mask-rcnn_swin-s_fpn_ms-3x_coco.py', (1, 1, 3, 1)),
+                                        'swin/mask-rcnn_swin-s_fpn_ms-3x_coco.py', (1, 1, 3, 1)),
     'retinanet-swin-t': _det_swin(SWIN_DET.format('retinanet_swin-t-p4-w7_fpn_1x'),
-                                  'retinanet_swin-t_fpn_1x_coco.py', (1, 1, 2, 1), retina=True),
+                                  'swin/retinanet_swin-t_fpn_1x_coco.py', (1, 1, 2, 1), retina=True),
 }
 for variant, depths in (('tiny', (1, 1, 2, 1)), ('small', (1, 1, 3, 1)), ('base', (1, 1, 2, 1))):
     PAIRS[f'swin-{variant[0]}-in1k'] = Pair(
@@ -123,7 +125,7 @@ for variant, depths in (('tiny', (1, 1, 2, 1)), ('small', (1, 1, 3, 1)), ('base'
         dict(backbone=dict(arch=dict(_delete_=True, embed_dims=16, depths=depths, num_heads=(1, 2, 2, 4)))),
         dict(head=dict(in_channels=128, num_classes=10)), 224)  # small maps: windows shrink as in Swin's
 PAIRS['vit-b16-in1k'] = Pair(
-    'mmpretrain', 'vision_transformer/vit-base-p16_32xb128-mae_in1k.py', 'vit-b16_imagenet.py',
+    'mmpretrain', 'vision_transformer/vit-base-p16_32xb128-mae_in1k.py', 'vit/vit-b16_300e_imagenet.py',
     dict(backbone=dict(arch=dict(_delete_=True, embed_dims=32, num_layers=3, num_heads=2, feedforward_channels=128))),
     dict(backbone=dict(arch=dict(_delete_=True, embed_dims=32, depth=3, num_heads=2))),
     dict(head=dict(in_channels=32, num_classes=10)), 224)  # the position grid it was trained at
@@ -354,7 +356,7 @@ def test_checkpoint_of_another_variant_says_so(seg_zoo, tmp_path):
     """A zoo checkpoint of (reduced) Swin-S in the (reduced) Swin-T config: the
     first line of the error says it is another variant, and which."""
     _, _, _, config = seg_zoo
-    small = _seg_swin(SWIN_SEG.format('small', 7, '', ''), 'upernet_swin-s_ade20k.py', (2, 2, 4, 2))
+    small = _seg_swin(SWIN_SEG.format('small', 7, '', ''), 'swin/upernet_swin-s_160k_ade20k.py', (2, 2, 4, 2))
     toolbox_checkpoint(small, tmp_path / 'swin_s.pth')
     with pytest.raises(ValueError, match=r'swin_s.pth does not fit the model of .*: the checkpoint is another '
                        r'variant of SwinTransformer: blocks per stage \(2, 2, 4, 2\), the config has \(2, 2, 2, 2\):'):

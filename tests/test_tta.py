@@ -42,8 +42,9 @@ def test_tta_end_to_end(checkpoint, synthetic_ade, tmp_path):
 
 
 @pytest.mark.parametrize('config, error', [
-    ('configs/swin-t_imagenet.py', 'configs/swin-t_imagenet.py: --tta needs tta_model and tta_pipeline'),
-    ('configs/mask-rcnn_swin-t_fpn_1x_coco.py',
+    ('configs/swin/swin-t_300e_imagenet.py',
+     'configs/swin/swin-t_300e_imagenet.py: --tta needs tta_model and tta_pipeline'),
+    ('configs/swin/mask-rcnn_swin-t_fpn_1x_coco.py',
      "--tta is for boxes only: mmdet's DetTTAModel does not merge instance masks")])
 def test_tta_refused_with_the_reason(checkpoint, capsys, tmp_path, config, error):
     with pytest.raises(SystemExit) as exc:
@@ -55,7 +56,7 @@ def test_tta_refused_with_the_reason(checkpoint, capsys, tmp_path, config, error
 def test_detection_tta_is_mmdets(tmp_path):
     """The COCO detection base wraps the model in mmdet's DetTTAModel over 3 scales x 2 flips."""
     from densekit.config import enable_tta, load_config
-    cfg = load_config('configs/retinanet_swin-t_fpn_1x_coco.py')
+    cfg = load_config('configs/swin/retinanet_swin-t_fpn_1x_coco.py')
     assert enable_tta(cfg, 'retinanet') == 'test-time augmentation: DetTTAModel over 6 views per image'
     assert cfg.model.module.type == 'RetinaNet'
     assert cfg.test_dataloader.dataset.pipeline[1].type == 'TestTimeAug'

@@ -28,7 +28,7 @@ def test_toolbox_checkpoints_come_from_the_installed_metafiles(known):
     assert ckpt.url.startswith('https://download.openmmlab.com/mmsegmentation/')
     # the hash is torch.hub's reading of the file name
     assert ckpt.sha256 == re.search(torch.hub.HASH_REGEX, ckpt.filename).group(1) == 'e380ad3e'
-    assert [f['config'] for f in ckpt.fits] == ['configs/upernet_swin_ade20k.py']
+    assert [f['config'] for f in ckpt.fits] == ['configs/swin/upernet_swin-t_160k_ade20k.py']
     levit = known['official/LeViT-256']  # mmpretrain's "Converted From"
     assert levit.url == 'https://dl.fbaipublicfiles.com/LeViT/LeViT-256-13b5763e.pth'
     assert levit.sha256 == '13b5763e' and 'levit-256_3rdparty_in1k' in levit.metric_source
@@ -37,15 +37,19 @@ def test_toolbox_checkpoints_come_from_the_installed_metafiles(known):
 
 
 def test_every_config_is_in_exactly_one_metafile(known):
-    """Each task config (not the demos) has one metafile entry, and each entry's
-    config exists: a new config without a metafile row fails here."""
+    """Each task config (configs/<family>/*.py; not the demos, nor the README's
+    example configs/upernet_swin_ade20k.py, which only inherits the Swin-T recipe)
+    has one metafile entry, in its family's metafile, and each entry's config
+    exists: a new config without a metafile row fails here."""
     listed = []
     for family in zoo.FAMILIES:
         for model in zoo.read_ours(family)['Models']:
             assert (ROOT / model['Config']).is_file(), model['Config']
             assert model.get('Measured') == [], f"{model['Name']}: Measured must come from tools/test.py runs"
+            assert model['Config'].startswith(f'configs/{family}/'), (family, model['Config'])
             listed.append(model['Config'])
-    configs = sorted(f'configs/{p.name}' for p in (ROOT / 'configs').glob('*.py'))
+    configs = sorted(str(p.relative_to(ROOT)) for family in zoo.FAMILIES
+                     for p in (ROOT / 'configs' / family).glob('*.py'))
     assert sorted(listed) == configs
 
 
@@ -57,7 +61,8 @@ def test_readme_table_agrees_with_the_metafiles():
 def test_list_prints_what_url_hash_metric_and_config(capsys):
     out, _ = run_main(capsys, 'get_weights', '--list', '--family', 'levit')
     block = out.split('official/LeViT-256\n', 1)[1].split('\n\n')[0]
-    assert 'configs/levit-256_imagenet.py (test)' in block and 'configs/upernet_levit-256_ade20k.py (init)' in block
+    assert 'configs/levit/levit-256_1000e_imagenet.py (test)' in block
+    assert 'configs/levit/upernet_levit-256_160k_ade20k.py (init)' in block
     assert 'https://dl.fbaipublicfiles.com/LeViT/LeViT-256-13b5763e.pth' in block and 'sha256 13b5763e' in block
     assert 'Top 1 Accuracy' in block and 'swin' not in out
 

@@ -4,11 +4,11 @@ its whole model, beside the peer implementations of the same backbone
 architecture (timm, mmseg, mmdet, mmpretrain), with ours/peer ratios.
 
     python tools/benchmark.py configs/upernet_swin_ade20k.py              # 512x512 (crop_size), batch 1
-    python tools/benchmark.py configs/swin-t_imagenet.py --size 224 --batch 4 --amp bf16
+    python tools/benchmark.py configs/swin/swin-t_300e_imagenet.py --size 224 --batch 4 --amp bf16
     python tools/benchmark.py --suite all --reps 2                        # every family: 512 seg, 224 cls
     python tools/benchmark.py configs/upernet_swin_ade20k.py --scope model --peers mmseg   # whole UPerNet, batch 2
-    python tools/benchmark.py configs/mask-rcnn_swin-t_fpn_1x_coco.py --scope model --size 800 1344 --peers mmdet
-    python tools/benchmark.py configs/swin-t_imagenet.py --compile        # inductor, ours and peers alike
+    python tools/benchmark.py configs/swin/mask-rcnn_swin-t_fpn_1x_coco.py --scope model --size 800 1344 --peers mmdet
+    python tools/benchmark.py configs/swin/swin-t_300e_imagenet.py --compile        # inductor, ours and peers alike
     python tools/benchmark.py configs/upernet_swin_ade20k.py --scope model --batch 1 --forward-only \\
         --peers mmseg --onnxruntime                                      # + our model exported, in onnxruntime
 

@@ -2,7 +2,7 @@
 """Export a trained model to ONNX and check it in onnxruntime.
 
     python tools/export.py configs/upernet_swin_ade20k.py iter_160000.pth --out upernet_swin.onnx
-    python tools/export.py configs/swin-t_imagenet.py swin_t.pth --out swin_t.onnx --size 224
+    python tools/export.py configs/swin/swin-t_300e_imagenet.py swin_t.pth --out swin_t.onnx --size 224
     python tools/export.py configs/demo/upernet_swin-demo_synthetic-ade.py work_dirs/demo/iter_800.pth --out work_dirs/demo/model.onnx   # after `make demo`
 
 Input ``pixels`` (N, 3, H, W) float32 0-255, BGR (as OpenCV reads images);

@@ -8,7 +8,7 @@ commands that use it.
     python tools/get_weights.py official/LeViT-256 [--cache DIR] [--no-convert]
 
 The zoo is read from the toolboxes' metafiles (mmseg, mmdet, mmpretrain) and from
-configs/metafiles/<family>.yml. Files go to $DENSEKIT_CACHE (default
+configs/<family>/metafile.yml. Files go to $DENSEKIT_CACHE (default
 ~/.cache/densekit/weights)/<source>/; an interrupted download resumes.
 """
 import argparse

@@ -68,12 +68,12 @@ DTYPES = {'fp16': torch.float16, 'bf16': torch.bfloat16, 'fp32': torch.float32}
 # the real variants (GPU) are the seg suite's backbones; tiny ones stand in on the CPU
 FAMILY_CONFIGS = {
     'swin': 'configs/upernet_swin_ade20k.py',
-    'vit': 'configs/upernet_vit-b16_ade20k.py',
-    'mae': 'configs/upernet_mae-vit-b16_ade20k.py',
-    'vitae': 'configs/upernet_vitae-s_ade20k.py',
-    'levit': 'configs/upernet_levit-256_ade20k.py',
-    'coatnet': 'configs/upernet_coatnet-0_ade20k.py',
-    'convmixer': 'configs/upernet_convmixer-1536-20_ade20k.py',
+    'vit': 'configs/vit/upernet_vit-b16_160k_ade20k.py',
+    'mae': 'configs/mae/upernet_mae-vit-b16_100e_ade20k.py',
+    'vitae': 'configs/vitae/upernet_vitae-s_160k_ade20k.py',
+    'levit': 'configs/levit/upernet_levit-256_160k_ade20k.py',
+    'coatnet': 'configs/coatnet/upernet_coatnet-0_160k_ade20k.py',
+    'convmixer': 'configs/convmixer/upernet_convmixer-1536-20_160k_ade20k.py',
 }
 TINY = {
     'swin': dict(type='densekit.SwinTransformer', arch=dict(embed_dims=16, depths=(2, 1, 1, 1),
@@ -95,7 +95,7 @@ DEMOS = {'seg': 'configs/demo/upernet_swin-demo_synthetic-ade.py',
          'det': 'configs/demo/mask-rcnn_swin-demo_synthetic-coco.py'}
 BENCHMARKS = (  # name, config, H, W, batch, peer
     ('UPerNet-Swin-T', 'configs/upernet_swin_ade20k.py', 512, 512, 8, 'mmseg'),
-    ('Mask R-CNN-Swin-T', 'configs/mask-rcnn_swin-t_fpn_1x_coco.py', 800, 1344, 2, 'mmdet'),
+    ('Mask R-CNN-Swin-T', 'configs/swin/mask-rcnn_swin-t_fpn_1x_coco.py', 800, 1344, 2, 'mmdet'),
 )
 TRAIN_GOAL = 0.83  # ours / peer train-step time: 1.2x the peer's speed
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Regenerate the README's model zoo table from the metafiles (the toolboxes'
-and configs/metafiles/<family>.yml), or check that it is up to date.
+and configs/<family>/metafile.yml), or check that it is up to date.
 
     python tools/model_table.py           # rewrite the table in README.md
     python tools/model_table.py --check   # exit 1 if README.md differs from the metafiles

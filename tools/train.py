@@ -2,7 +2,7 @@
 """Train a segmentation, detection or classification model from a config.
 
     python tools/train.py configs/upernet_swin_ade20k.py [--work-dir DIR] [--resume] [--amp]
-    tools/dist_train.sh configs/upernet_swin-b_ade20k.py 8 --strategy fsdp
+    tools/dist_train.sh configs/swin/upernet_swin-b_160k_ade20k.py 8 --strategy fsdp
 
 The toolbox (mmseg, mmdet, mmpretrain) is chosen by the config's default_scope.
 --strategy fsdp shards the model per backbone block with mmengine's FSDPStrategy

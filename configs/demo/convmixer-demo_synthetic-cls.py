@@ -3,7 +3,7 @@
 # 64x64, held-out val split) in a few minutes on 2 CPU cores. It inherits the
 # ConvMixer-768/32 ImageNet config and changes only what a CPU demo needs: a
 # narrow, shallow ConvMixer, 64x64 inputs, no pretrained weights, a short schedule.
-_base_ = ['../convmixer-768-32_imagenet.py']
+_base_ = ['../convmixer/convmixer-768-32_150e_imagenet.py']
 
 data_root = 'data/synthetic_cls'
 num_classes = 8

@@ -4,7 +4,7 @@
 # 2 CPU cores. It inherits the COCO Mask R-CNN Swin-T config and changes only
 # what a CPU demo needs: a narrow Swin, FPN and heads, anchors and proposal
 # counts for 128x128 images, no pretrained weights, a short schedule.
-_base_ = ['../mask-rcnn_swin-t_fpn_1x_coco.py']
+_base_ = ['../swin/mask-rcnn_swin-t_fpn_1x_coco.py']
 
 data_root = 'data/synthetic_coco/'
 metainfo = dict(classes=('circle', 'rectangle', 'triangle', 'cross', 'star'))  # densekit.synthetic_coco

@@ -3,7 +3,7 @@
 # shape classes, held-out validation split) in a few minutes on 2 CPU cores.
 # It inherits the real ADE20K config and changes only what a CPU demo needs:
 # a narrower Swin, 128x128 crops, no pretrained weights, a short schedule.
-_base_ = ['../upernet_swin_ade20k.py']
+_base_ = ['../swin/upernet_swin-t_160k_ade20k.py']
 
 dataset_type = 'densekit.SyntheticADEDataset'  # ADE20K layout, classes of densekit.synthetic
 data_root = 'data/synthetic_ade'

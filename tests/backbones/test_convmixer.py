@@ -114,14 +114,15 @@ def test_gradient_checkpointing_gives_same_gradients():
 
 
 def test_config_pairs_backbone_adapter_and_head():
-    """configs/upernet_convmixer-1536-20_ade20k.py: stride-7 maps become
+    """configs/convmixer/upernet_convmixer-1536-20_160k_ade20k.py: stride-7 maps become
     levels of ceil(H*7/s) at 4/8/16/32 whose widths are the head's in_channels."""
     from pathlib import Path
 
     from mmengine.config import Config
 
     from densekit.necks.pyramid_adapter import SimpleFeaturePyramid
-    cfg = Config.fromfile(str(Path(__file__).parents[2] / 'configs' / 'upernet_convmixer-1536-20_ade20k.py'))
+    cfg = Config.fromfile(str(Path(__file__).parents[2] / 'configs' / 'convmixer' /
+                              'upernet_convmixer-1536-20_160k_ade20k.py'))
     assert cfg.model.backbone.type == 'densekit.ConvMixer'
     backbone = ConvMixer(**{k: v for k, v in cfg.model.backbone.items() if k not in ('type', 'init_cfg')})
     neck = SimpleFeaturePyramid(**{k: v for k, v in cfg.model.neck.items() if k != 'type'}).eval()

@@ -146,7 +146,7 @@ def test_constructor_is_registered_in_mmengine_root():
 
 
 def test_config_pairs_backbone_adapter_head_and_layer_decay():
-    """configs/upernet_mae-vit-b16_ade20k.py: blocks 3/5/7/11 feed BEiT's
+    """configs/mae/upernet_mae-vit-b16_100e_ade20k.py: blocks 3/5/7/11 feed BEiT's
     pyramid (768 channels kept), the head takes 768 x 4, and its optimizer
     config gives the layer-wise decay."""
     from pathlib import Path
@@ -154,7 +154,7 @@ def test_config_pairs_backbone_adapter_head_and_layer_decay():
     from mmengine.config import Config
 
     from densekit.necks.pyramid_adapter import SimpleFeaturePyramid
-    cfg = Config.fromfile(str(Path(__file__).parents[2] / 'configs' / 'upernet_mae-vit-b16_ade20k.py'))
+    cfg = Config.fromfile(str(Path(__file__).parents[2] / 'configs' / 'mae/upernet_mae-vit-b16_100e_ade20k.py'))
     assert cfg.model.backbone.type == 'densekit.MAEViT'
     backbone = MAEViT(**{k: v for k, v in cfg.model.backbone.items() if k not in ('type', 'init_cfg')})
     neck_cfg = {k: v for k, v in cfg.model.neck.items() if k != 'type'}

@@ -224,14 +224,14 @@ def test_variants_follow_timm():
 
 
 def test_config_pairs_backbone_adapter_and_head():
-    """configs/upernet_vit-b16_ade20k.py: 4 blocks feed the adapter, whose
+    """configs/vit/upernet_vit-b16_160k_ade20k.py: 4 blocks feed the adapter, whose
     level widths are the decode head's in_channels, at strides 4/8/16/32."""
     from pathlib import Path
 
     from mmengine.config import Config
 
     from densekit.necks.pyramid_adapter import SimpleFeaturePyramid
-    cfg = Config.fromfile(str(Path(__file__).parents[2] / 'configs' / 'upernet_vit-b16_ade20k.py'))
+    cfg = Config.fromfile(str(Path(__file__).parents[2] / 'configs' / 'vit/upernet_vit-b16_160k_ade20k.py'))
     args = {k: v for k, v in cfg.model.backbone.items() if k not in ('type', 'init_cfg')}
     assert cfg.model.backbone.type == 'densekit.VisionTransformer' and args['out_indices'] == (2, 5, 8, 11)
     backbone = VisionTransformer(**args).eval()

@@ -400,7 +400,7 @@ def test_backbone_reproduces_the_official_tokens():
 def test_classifier_config_reproduces_the_official_logits(tmp_path):
     """An official release file (a timm training checkpoint: ``state_dict``
     and the EMA ``state_dict_ema`` the official validate.py evaluates) loads
-    into configs/vitae-t_imagenet.py as it is, classifier included, through
+    into configs/vitae/vitae-t_300e_imagenet.py as it is, classifier included, through
     ``densekit.inference.init_model``; the logits are the official ones: the
     official classifier is the mean token and one linear layer, no norm."""
     from densekit.inference import init_model
@@ -410,7 +410,7 @@ def test_classifier_config_reproduces_the_official_logits(tmp_path):
     torch.save({'epoch': 299, 'state_dict': raw, 'state_dict_ema': state}, path)
     options = {'model.backbone.arch': dict(_delete_=True, **FIXTURE_ARCH), 'model.head.in_channels': 32,
                'model.head.num_classes': 10, 'model.data_preprocessor.num_classes': 10}
-    config = Path(__file__).parents[2] / 'configs' / 'vitae-t_imagenet.py'
+    config = Path(__file__).parents[2] / 'configs' / 'vitae/vitae-t_300e_imagenet.py'
     predictor = init_model(str(config), str(path), cfg_options=options)
     with torch.no_grad():
         ours = predictor.model(x, mode='tensor')

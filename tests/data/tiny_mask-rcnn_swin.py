@@ -1,8 +1,8 @@
-# A few-second Mask R-CNN for tests: configs/mask-rcnn_swin-t_fpn_1x_coco.py
+# A few-second Mask R-CNN for tests: configs/swin/mask-rcnn_swin-t_fpn_1x_coco.py
 # with one Swin block per stage, 16-wide FPN and heads, 64x64 images, two
 # classes and one epoch. The data root comes from the test:
 #   --cfg-options data_root=ROOT
-_base_ = ['../../configs/mask-rcnn_swin-t_fpn_1x_coco.py']
+_base_ = ['../../configs/swin/mask-rcnn_swin-t_fpn_1x_coco.py']
 classes = ('circle', 'square')
 model = dict(
     backbone=dict(arch=dict(_delete_=True, embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 1, 2, 2)),

@@ -1,7 +1,7 @@
 # ImageNet-1k, DeiT's 224x224 training recipe (mmpretrain's pipeline names):
 # RandomResizedCrop + flip + RandAugment (rand-m9-mstd0.5-inc1) + random
 # erasing 0.25; mixup 0.8 / cutmix 1.0 live in the model's train_cfg
-# (configs/_base_/models/*_cls.py); test: resize the short side to 256, crop 224.
+# (configs/_base_/models/classifier.py); test: resize the short side to 256, crop 224.
 # The data: data/imagenet/{train,val}/<wnid>/*.JPEG, or mmpretrain's annotation
 # files data/imagenet/meta/{train,val}.txt next to them (used when present).
 default_scope = 'mmpretrain'

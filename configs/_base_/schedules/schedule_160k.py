@@ -1,12 +1,9 @@
-# 160k iterations; mmseg's Swin recipe: AdamW 6e-5, linear warm-up 1500 iters,
-# then poly decay, no weight decay on norms and relative position biases.
+# 160k iterations; mmseg's Swin/ViT recipe: AdamW 6e-5, weight decay 0.01, linear
+# warm-up 1500 iters, then poly decay. Which parameters have no weight decay
+# (optim_wrapper.paramwise_cfg) depends on the backbone: the family file states it.
 optim_wrapper = dict(
     type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
-    paramwise_cfg=dict(custom_keys={
-        'relative_position_bias_table': dict(decay_mult=0.),
-        'norm': dict(decay_mult=0.),
-    }))
+    optimizer=dict(type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=160000, by_epoch=False),

@@ -1,6 +1,6 @@
 # 36 epochs (mmdet's 3x), the Swin paper's detection schedule: the 1x
-# optimiser (AdamW 1e-4, weight decay 0.05, none on norms and position
-# tables, 16 images per batch), lr x0.1 after epochs 27 and 33.
+# optimiser (AdamW 1e-4, weight decay 0.05, 16 images per batch), lr x0.1
+# after epochs 27 and 33.
 _base_ = ['schedule_1x.py']
 max_epochs = 36
 train_cfg = dict(max_epochs=max_epochs)

@@ -1,3 +1,0 @@
-# LeViT-192 (Graham et al. 2021, Table 3: 11.0M params): otherwise the recipe of levit-128s_imagenet.py.
-_base_ = ['levit-128s_imagenet.py']
-model = dict(backbone=dict(arch='192'), head=dict(in_channels=384))

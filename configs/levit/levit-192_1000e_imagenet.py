@@ -1,0 +1,3 @@
+# LeViT-192 (Graham et al. 2021, Table 3: 11.0M params): otherwise the recipe of levit-128s_1000e_imagenet.py.
+_base_ = ['levit-128s_1000e_imagenet.py']
+model = dict(backbone=dict(arch='192'), head=dict(in_channels=384))
