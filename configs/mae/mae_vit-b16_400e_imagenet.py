@@ -8,7 +8,7 @@
 # schedule ablations (Fig. 7; 800 for its ablations, 1600 for its headline
 # numbers), as mmpretrain's mae_vit-base-p16_8xb512-amp-coslr-400e_in1k.py.
 # The encoder is our ViT (densekit.MAEPretrainViT): the pretraining checkpoint
-# fine-tunes as it is through the MAE recipes (configs/upernet_mae-vit-b16_ade20k.py):
+# fine-tunes as it is through the MAE recipes (configs/mae/upernet_mae-vit-b16_100e_ade20k.py):
 #   --cfg-options model.backbone.init_cfg.checkpoint=work_dirs/.../epoch_400.pth \
 #                 model.backbone.init_cfg.prefix=backbone.
 # or load_from=PATH model.backbone.init_cfg=None.

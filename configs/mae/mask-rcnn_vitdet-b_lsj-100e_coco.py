@@ -19,33 +19,19 @@
 # detectron2 trains with AMP: add --amp on a CUDA machine. Not trained here.
 #   --cfg-options model.backbone.init_cfg.checkpoint=PATH (official mae_pretrain_vit_base.pth,
 #   timm's vit_base_patch16_224.mae, or an mmpretrain MAE checkpoint)
-_base_ = [
-    '../_base_/models/mask-rcnn_swin-t_fpn.py', '../_base_/datasets/coco_instance.py',
-    '../_base_/default_runtime.py'
-]
+# Inherits the MAE Mask R-CNN family file (MAE-ViT-B, simple feature pyramid, AdamW with
+# layer decay 0.7) and states ViTDet's attention, data and schedule.
+_base_ = ['mask-rcnn_mae-vit-b16_1x_coco.py']
 image_size = (1024, 1024)
 norm_cfg = dict(type='mmpretrain.LN2d', eps=1e-6, requires_grad=True)  # detectron2's "LN" on NCHW maps
 model = dict(
     backbone=dict(
-        _delete_=True,
-        type='densekit.MAEViT',
-        arch='base',
         img_size=1024,
         window_size=14,
         global_attn_indexes=(2, 5, 8, 11),
         use_rel_pos=True,
-        drop_path_rate=0.1,
-        out_indices=(11,),
         pos_antialias=False,  # detectron2 resamples the 14x14 MAE position grid with plain bicubic
-        init_cfg=dict(type='Pretrained', checkpoint='pretrained/mae_pretrain_vit_base.pth')),
-    neck=dict(
-        _delete_=True,
-        type='densekit.SimpleFeaturePyramid',
-        in_channels=768,
-        out_channels=256,
-        in_stride=16,
-        out_strides=(4, 8, 16, 32, 64),
-        mode='simple'),
+    ),
     rpn_head=dict(num_convs=2),
     roi_head=dict(
         bbox_head=dict(type='Shared4Conv1FCBBoxHead', conv_out_channels=256, norm_cfg=norm_cfg),
@@ -78,7 +64,8 @@ test_dataloader = val_dataloader
 # 100 epochs = 184375 iterations x 64 images / 118k images
 max_iters = 184375
 interval = 5000
-train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=interval)
+# _delete_: iterations replace the sibling's epochs (its max_epochs does not apply)
+train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters, val_interval=interval)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 param_scheduler = [
@@ -86,11 +73,6 @@ param_scheduler = [
     # epochs 88 and 96
     dict(type='MultiStepLR', begin=0, end=max_iters, by_epoch=False, milestones=[163889, 177546], gamma=0.1)
 ]
-optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.1),
-    constructor='LayerDecayOptimWrapperConstructor',
-    paramwise_cfg=dict(layer_decay_rate=0.7))
 # --cfg-options auto_scale_lr.enable=True scales lr to other total batch sizes
 auto_scale_lr = dict(enable=False, base_batch_size=64)
 default_hooks = dict(
@@ -100,3 +82,5 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=interval, max_keep_ckpts=3),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='DetVisualizationHook'))
+log_processor = dict(by_epoch=False)
+env_cfg = dict(cudnn_benchmark=True)  # one input size (1024x1024)

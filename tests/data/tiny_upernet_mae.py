@@ -2,7 +2,7 @@
 # blocks, patches of 8), for fine-tuning its pretraining checkpoint in tests:
 # position embeddings for 128x128 (the demo pretrains at 64x64), 64x64 crops,
 # plain BN, 2 iterations. Needs tests/data on PYTHONPATH.
-_base_ = ['../../configs/upernet_mae-vit-b16_ade20k.py']
+_base_ = ['../../configs/mae/upernet_mae-vit-b16_100e_ade20k.py']
 crop_size = (64, 64)
 norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
