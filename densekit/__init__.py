@@ -1,5 +1,5 @@
 """DenseKit glue shared by the backbones and the tools: registries, safe
-checkpoint loading, dataset checks and the synthetic demo data."""
+checkpoint loading and dataset checks."""
 import importlib.util
 import os.path as _osp
 import sys

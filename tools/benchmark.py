@@ -18,7 +18,7 @@ random weights) with each peer's backbone swapped in for ours, on a seeded
 synthetic batch with targets: forward = mode='tensor' (detectors:
 mode='predict', NMS included), train step = model.loss, backward, AdamW.
 Repetitions are interleaved across models (ours, peer 1, ...), medians are
-reported; see densekit/benchmark.py for how each figure is measured.
+reported; see tools/benchmark_harness.py for how each figure is measured.
 """
 import argparse
 import json
@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
 import densekit  # noqa: E402,F401
-from densekit.benchmark import SUITE, retain_freed_memory, run_benchmark, summary, write_results  # noqa: E402
+from benchmark_harness import SUITE, retain_freed_memory, run_benchmark, summary, write_results  # noqa: E402
 from densekit.cli import user_errors  # noqa: E402
 from mmengine.config import DictAction  # noqa: E402
 
@@ -66,7 +66,7 @@ def main(argv=None):
                         help='time forwards only, no train steps (a whole model at --batch 1)')
     parser.add_argument('--malloc', choices=['retain', 'default'], default='retain',
                         help="'retain' (default): glibc keeps freed memory mapped (fewer page faults, steadier "
-                             "CPU timings; see densekit.benchmark.retain_freed_memory); 'default': glibc's settings")
+                             "CPU timings; see benchmark_harness.retain_freed_memory); 'default': glibc's settings")
     parser.add_argument('--json', help='also write the raw measurements to this JSON file')
     parser.add_argument('--results', metavar='FILE', help='append the tables to this results file (markdown), '
                         'dated, with the device and the command, e.g. results/benchmark.md')
