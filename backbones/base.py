@@ -4,7 +4,9 @@ the level maps of isotropic backbones.
 
 Written once here so that each family file holds only its architecture and its
 checkpoint converter (the plumbing mmseg repeats in every backbone). Speed
-paths are not here: they live in :mod:`backbones.fast_paths`.
+paths are not here: they live in :mod:`backbones.fast_paths` (the one this
+class inherits, :class:`~backbones.fast_paths.AutocastWeightCache`, casts the
+weights once for AMP inference).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from mmengine.model import BaseModule
 from torch import nn
 
 from densekit.checkpoint import LoadReport, load_pretrained, load_state
+from .fast_paths import AutocastWeightCache
 
 
 class LevelMaps(tuple):
@@ -48,7 +51,7 @@ class _FinishedAtConstruction(ABCMeta):
         return module
 
 
-class PyramidBackbone(BaseModule, metaclass=_FinishedAtConstruction):
+class PyramidBackbone(AutocastWeightCache, BaseModule, metaclass=_FinishedAtConstruction):
     """Base class of backbones that return a tuple of NCHW maps.
 
     Subclasses set ``self.num_levels``, ``self.level_channels`` and

@@ -7,12 +7,17 @@ timing here: tools/benchmark.py measures them, results/fast_paths_2026-11-30.md)
   fallback, in inference and in training; its patch conv writes the tokens
   in their memory order;
 * the convolutional families run their maps channels-last, and so the
-  gradients that come back into their outputs, with the NCHW reference's results.
+  gradients that come back into their outputs, with the NCHW reference's results;
+* under autocast without gradients, every backbone runs on weights cast once
+  (``fast_paths.AutocastWeightCache``), with the outputs autocast gives.
 """
 import pytest
 import torch
+from test_compile import FAMILIES, _model  # tiny instances of every family
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from backbones import CoAtNet, ConvMixer, SwinTransformer, ViTAE
+from backbones.fast_paths import release_inference_caches
 
 TINY_SWIN = dict(embed_dims=16, depths=(2, 2, 1, 1), num_heads=(1, 2, 2, 4))
 TINY_COATNET = dict(stem_width=16, embed_dims=(16, 32, 64, 128), depths=(1, 1, 1, 1))
@@ -181,3 +186,47 @@ def test_gradients_into_outputs_become_channels_last(build):
     sum(o.mean() for o in reference(x)).backward()
     for (name, p), q in zip(model.named_parameters(), reference.parameters()):
         torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+class _WeightCasts(TorchDispatchMode):
+    """Counts dtype conversions whose source is one of ``weights``."""
+
+    def __init__(self, weights):
+        super().__init__()
+        self.ptrs, self.count = {w.data_ptr() for w in weights}, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._to_copy.default and args[0].data_ptr() in self.ptrs:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_autocast_inference_casts_weights_once(family):
+    model = _model(family).eval()
+    weights = [m.weight for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    x = torch.randn(1, 3, 72, 56)
+
+    def run(call):
+        with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16), _WeightCasts(weights) as casts:
+            return call(x), casts.count
+
+    outs, _ = run(model)
+    outs, casts = run(model)
+    expected, plain_casts = run(lambda x: torch.nn.Module.__call__(model, x))  # autocast alone
+    assert casts == 0 and plain_casts >= len(weights)
+    assert all(torch.equal(a, b) for a, b in zip(outs, expected))
+    # weights changed in place (an optimizer step, a checkpoint load) are cast again
+    with torch.no_grad():
+        weights[0].mul_(-1)
+    outs, casts = run(model)
+    expected, _ = run(lambda x: torch.nn.Module.__call__(model, x))
+    assert casts == 1 and all(torch.equal(a, b) for a, b in zip(outs, expected))
+    # a call with gradients drops the copies
+    model(x)
+    assert '_autocast_weight_cache' not in model.__dict__
+    # and so does release_inference_caches (the benchmark's memory figures count them)
+    run(model)
+    assert '_autocast_weight_cache' in model.__dict__
+    release_inference_caches(model)
+    assert '_autocast_weight_cache' not in model.__dict__
