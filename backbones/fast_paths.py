@@ -17,8 +17,7 @@ goes when a measurement shows it no longer pays.
   and :func:`channels_last_grads` keeps the gradients that heads send back
   channels-last too. Outputs are NCHW tensors in channels-last memory (all
   torch ops accept them; ``.contiguous()`` gives NCHW memory).
-  Rows: results/cpu_benchmarks_2026-11.md, ConvMixer-768/32 and CoAtNet-0 against timm
-  (ablation: results/fast_paths_2026-11-30.md, where measured).
+  Rows: results/cpu_benchmarks_2026-11.md, ConvMixer-768/32 and CoAtNet-0 against timm.
 * Attention biases kept for inference (:func:`cached_for_inference`): LeViT's,
   Swin's and CoAtNet's biases depend only on a learned table and the map size,
   so inference builds each once per size, as timm and mmpretrain keep LeViT's.
