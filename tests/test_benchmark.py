@@ -11,7 +11,7 @@ from statistics import median
 import pytest
 import torch
 
-from conftest import run_main, run_tool
+from tests.helpers import run_main, run_tool
 from benchmark_harness import (Benchmark, build_models, build_ours, build_peers, cpu_peak_memory, model_workload,
                                 run_benchmark, synthetic_batch)
 from densekit.config import load_config, task_of
@@ -129,7 +129,7 @@ def test_cli_prints_tables_and_writes_json(tmp_path):
 def test_levit_inference_bias_cache_follows_the_weights():
     """The attention biases kept for inference (backbones.fast_paths.cached_for_inference)
     are rebuilt when weights are loaded, and training never uses them."""
-    from backbones.levit import AttentionBias, LeViT
+    from densekit.backbones.levit import AttentionBias, LeViT
     torch.manual_seed(0)
     model = LeViT('128s', img_size=64, out_indices=(2, 3)).eval()
     other = LeViT('128s', img_size=64, out_indices=(2, 3)).eval()
@@ -278,7 +278,7 @@ def test_harness_and_demo_data_are_not_in_the_library():
     the installed ``densekit`` package (which keeps the dataset classes and checks)."""
     import importlib.util
 
-    from conftest import ROOT
+    from tests.helpers import ROOT
     # the checkout's files: an editable install of another checkout can still resolve densekit.<name>
     for name in ('benchmark', 'synthetic', 'synthetic_cls', 'synthetic_coco'):
         assert not (ROOT / 'densekit' / f'{name}.py').exists(), name

@@ -13,11 +13,11 @@ timing here: tools/benchmark.py measures them, results/fast_paths_2026-11-30.md)
 """
 import pytest
 import torch
-from test_compile import FAMILIES, _model  # tiny instances of every family
+from tests.test_compile import FAMILIES, _model  # tiny instances of every family
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from backbones import CoAtNet, ConvMixer, SwinTransformer, ViTAE
-from backbones.fast_paths import release_inference_caches
+from densekit.backbones import CoAtNet, ConvMixer, SwinTransformer, ViTAE
+from densekit.backbones.fast_paths import release_inference_caches
 
 TINY_SWIN = dict(embed_dims=16, depths=(2, 2, 1, 1), num_heads=(1, 2, 2, 4))
 TINY_COATNET = dict(stem_width=16, embed_dims=(16, 32, 64, 128), depths=(1, 1, 1, 1))
@@ -82,7 +82,7 @@ def test_swin_window_attention_takes_the_fused_cpu_kernel(training):
 def test_coatnet_attention_takes_the_fused_cpu_kernel_in_training():
     """timm's Attention2d hands SDPA a bias that requires grad: the math
     fallback. Ours (``coatnet.BiasedAttention2d``) runs the flash kernel."""
-    from backbones.coatnet import BiasedAttention2d
+    from densekit.backbones.coatnet import BiasedAttention2d
     model = _coatnet().train()
     with torch.profiler.profile() as prof:
         model(torch.randn(1, 3, 64, 64))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_SEG, run_tool
+from tests.helpers import TINY_SEG, run_tool
 from densekit.config import load_config
 from densekit.datasets import SYNTHETIC_ADE_CLASSES as CLASSES
 from densekit.datasets import SYNTHETIC_ADE_PALETTE as PALETTE
@@ -16,7 +16,7 @@ from densekit.inference import inference, init_model
 # A tiny Mask R-CNN on a 4-level Swin: no detection config ships yet.
 TINY_DET = """
 default_scope = 'mmdet'
-custom_imports = dict(imports=['densekit', 'backbones', 'necks', 'heads'], allow_failed_imports=False)
+custom_imports = dict(imports=['densekit.runtime', 'densekit.backbones', 'densekit.necks', 'densekit.heads'], allow_failed_imports=False)
 _base_ = ['mmdet::_base_/models/mask-rcnn_r50_fpn.py']
 model = dict(
     backbone=dict(_delete_=True, type='densekit.SwinTransformer',

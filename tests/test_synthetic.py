@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import synthetic_ade as synthetic
-from conftest import run_tool
+from tests.helpers import run_tool
 from synthetic_ade import CLASSES, MARKER, PALETTE, SPLITS, generate_ade_like
 
 K = len(CLASSES) - 1  # number of shape classes; label values are 0..K+1

@@ -65,7 +65,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from backbones.fast_paths import release_inference_caches
+from densekit.backbones.fast_paths import release_inference_caches
 
 # The families and what each is compared with. Each builder gets our model and
 # the input (H, W) and returns a module whose forward does the same work.
