@@ -1,24 +1,12 @@
 """What every DenseKit backbone shares: output selection, frozen stages,
-gradient checkpointing and ``init_cfg=dict(type='Pretrained', ...)`` loading.
+gradient checkpointing, ``init_cfg=dict(type='Pretrained', ...)`` loading and
+the level maps of isotropic backbones.
 
 Written once here so that each family file holds only its architecture and its
-checkpoint converter (the plumbing mmseg repeats in every backbone).
-
-Memory format: the families with convolutions run them channels-last. CoAtNet
-and ViTAE store their 4-D weights channels-last at construction
-(``self.to(memory_format=...)``; loading copies into them keeps the layout)
-and turn their input channels-last, so every convolution runs NHWC. ConvMixer
-keeps NCHW-strided weights, so its convolutions follow the layout its input is
-given by :func:`conv_memory_format`: channels-last, but NCHW for inference on
-AVX2-only CPUs. On CPU, oneDNN's depthwise convolutions and their backward
-are much faster channels-last: in interleaved A/Bs on the 2-core Intel Xeon
-(AVX-512, AMX) ConvMixer-1536/20 at 512 took 0.90x the forward and 0.70x the
-training step of NCHW, ConvMixer-768/32 at 224 0.72x / 0.56x, CoAtNet-0 at
-512 0.80x the forward; on the AVX2-only AMD EPYC the forward is the exception
-(see :func:`conv_memory_format`). Outputs are NCHW tensors in channels-last
-memory (all torch ops accept them; ``.contiguous()`` gives NCHW memory), and
-:meth:`PyramidBackbone.channels_last_grads` keeps the gradients that heads
-send back into them channels-last too.
+checkpoint converter (the plumbing mmseg repeats in every backbone). Speed
+paths are not here: they live in :mod:`backbones.fast_paths` (the one this
+class inherits, :class:`~backbones.fast_paths.AutocastWeightCache`, casts the
+weights once for AMP inference).
 """
 from __future__ import annotations
 
@@ -31,47 +19,7 @@ from mmengine.model import BaseModule
 from torch import nn
 
 from densekit.checkpoint import LoadReport, load_pretrained, load_state
-from .layers import clear_inference_cache, tensor_state
-
-
-# modules whose weights autocast casts (to its lower-precision dtype) at every call
-_AUTOCAST_WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
-
-def _autocast_inference(module: nn.Module) -> tuple[str, torch.dtype] | None:
-    """(device type, dtype) when ``module`` runs under autocast without
-    gradients in eager mode, else None."""
-    if torch.is_grad_enabled() or torch.compiler.is_compiling() or module._compiled_call_impl is not None:
-        return None
-    param = next(module.parameters(), None)
-    if param is None:
-        return None
-    device = param.device.type
-    if device not in ('cpu', 'cuda') or not torch.is_autocast_enabled(device):
-        return None
-    return device, torch.get_autocast_dtype(device)
-
-
-# read once: a constant to torch.compile, and the query is not free
-_CPU_CAPABILITY = torch.backends.cpu.get_cpu_capability()
-
-
-def conv_memory_format(x: torch.Tensor) -> torch.memory_format:
-    """The layout in which a family that keeps its conv weights in standard
-    (NCHW) strides runs this call: its convolutions follow the input's layout.
-
-    Channels-last, except for inference (no autograd) on a CPU whose oneDNN
-    has AVX2 but not AVX-512. There oneDNN's NHWC depthwise convolution
-    (``brdgmm_dw:avx2``) took 1.8-2.4x the time of its blocked one
-    (``jit_dw:avx2``, reached from NCHW), and ConvMixer's inference forward
-    ran 0.81-0.88x the time in NCHW (A/B on the 2-core AMD EPYC, -768/32 at
-    224 and -1536/20 at 512). Its training step stays channels-last: the NCHW
-    depthwise backward took 2.4x the time there. On the AVX-512 Intel Xeon
-    channels-last was the faster forward too (module docstring); AMD's
-    AVX-512 parts are not measured for this and keep channels-last."""
-    if x.device.type == 'cpu' and _CPU_CAPABILITY == 'AVX2' and not torch.is_grad_enabled():
-        return torch.contiguous_format
-    return torch.channels_last
+from .fast_paths import AutocastWeightCache
 
 
 class LevelMaps(tuple):
@@ -93,10 +41,6 @@ class LevelMaps(tuple):
         return LevelMaps, (tuple(self), self.image_size)
 
 
-def _to_channels_last(grad: torch.Tensor) -> torch.Tensor:
-    return grad.contiguous(memory_format=torch.channels_last)
-
-
 class _FinishedAtConstruction(ABCMeta):
     """Calls ``_finish_init()`` once the outermost ``__init__`` has returned,
     whatever subclass is built."""
@@ -107,7 +51,7 @@ class _FinishedAtConstruction(ABCMeta):
         return module
 
 
-class PyramidBackbone(BaseModule, metaclass=_FinishedAtConstruction):
+class PyramidBackbone(AutocastWeightCache, BaseModule, metaclass=_FinishedAtConstruction):
     """Base class of backbones that return a tuple of NCHW maps.
 
     Subclasses set ``self.num_levels``, ``self.level_channels`` and
@@ -190,63 +134,6 @@ class PyramidBackbone(BaseModule, metaclass=_FinishedAtConstruction):
         """Stride of each returned map w.r.t. the input, in ``out_indices`` order."""
         return tuple(self.level_strides[i] for i in self.out_indices)
 
-    # -- autocast inference --------------------------------------------------
-    def __call__(self, *args, **kwargs):
-        """Under autocast without gradients (AMP inference), run on copies of
-        the linear and conv weights already cast to autocast's dtype, made
-        once and kept while the weights stay the same.
-
-        Autocast would otherwise cast every weight again at every call: for a
-        bf16 ViT-B/16 forward at 224 on CPU (batch 1) that copying was 42% of
-        the time. The cached copies give bit-identical outputs (autocast casts
-        the same tensors the same way) and took 0.62x (ViT-B/16) / 0.76x
-        (Swin-T) of the forward time at 224, 0.87-0.97x at 512. They cost
-        memory: 2 bytes per cached weight (163 MiB for ViT-B in bf16), freed
-        by the next call with gradients. Skipped under torch.compile and FSDP."""
-        amp = None if self.__dict__.get('_in_cast_call') else _autocast_inference(self)
-        if amp is None:
-            if torch.is_grad_enabled():  # training: free the copies
-                self.__dict__.pop('_autocast_weight_cache', None)
-            return super().__call__(*args, **kwargs)
-        weights = self._autocast_weights(*amp)
-        if weights is None:
-            return super().__call__(*args, **kwargs)
-        self.__dict__['_in_cast_call'] = True
-        try:
-            return torch.func.functional_call(self, weights, args, kwargs, strict=False)
-        finally:
-            self.__dict__['_in_cast_call'] = False
-
-    def release_inference_caches(self) -> None:
-        """Drop what inference keeps between calls (the autocast weight copies,
-        the attention biases of ``layers.cached_for_inference``); the next
-        inference call makes them again."""
-        self.__dict__.pop('_autocast_weight_cache', None)
-        for module in self.modules():
-            clear_inference_cache(module)
-
-    def _autocast_weights(self, device: str, dtype: torch.dtype) -> dict[str, torch.Tensor] | None:
-        """{name: weight cast to ``dtype``} for the linear and conv layers; a
-        weight replaced, moved or changed in place (its storage or version
-        counter) is cast again. None under FSDP (sharded parameters)."""
-        from torch.distributed.fsdp import FullyShardedDataParallel
-        named = []
-        for prefix, module in self.named_modules():
-            if isinstance(module, FullyShardedDataParallel):
-                return None
-            if isinstance(module, _AUTOCAST_WEIGHTED):
-                named += [(f'{prefix}.{n}' if prefix else n, p) for n, p in module.named_parameters(recurse=False)
-                          if p.is_floating_point() and p.dtype != dtype]
-        cache = self.__dict__.setdefault('_autocast_weight_cache', {})  # not a buffer: never saved
-        weights = {}
-        for name, p in named:
-            key = (tensor_state(p), dtype)
-            entry = cache.get(name)
-            if entry is None or entry[0] != key:
-                cache[name] = entry = (key, p.detach().to(dtype))
-            weights[name] = entry[1]
-        return weights
-
     # -- frozen stages -------------------------------------------------------
     def frozen_modules(self, upto: int) -> list[nn.Module]:
         """Modules to freeze when ``frozen_stages == upto`` (stem included)."""
@@ -280,22 +167,6 @@ class PyramidBackbone(BaseModule, metaclass=_FinishedAtConstruction):
         if self.with_cp and self.training and torch.is_grad_enabled():
             return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
         return block(*args)
-
-    @staticmethod
-    def channels_last_grads(outs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        """Make the gradients arriving at channels-last outputs channels-last.
-
-        A head may send back NCHW gradients (global pooling, a mean, an NCHW
-        conv). Summed with the channels-last gradient of the backbone's next
-        block, the result is NCHW, and torch's CPU BatchNorm backward on an
-        NCHW gradient with a channels-last input took 130 ms against 15 ms
-        with both channels-last (1536x74x74, ConvMixer-1536/20 at 512), so
-        one copy here saves far more than it costs."""
-        if torch.is_grad_enabled():
-            for x in outs:
-                if x.requires_grad and x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
-                    x.register_hook(_to_channels_last)
-        return outs
 
     # -- weights -------------------------------------------------------------
     @staticmethod

@@ -62,7 +62,8 @@ from torch import nn
 
 from densekit.registry import MODELS
 from .base import PyramidBackbone
-from .layers import TableBias, biased_attention, cached_for_inference, pair_index, size_cache
+from .fast_paths import cached_for_inference, channels_last_grads, channels_last_input, channels_last_weights
+from .layers import TableBias, biased_attention, pair_index, size_cache
 
 # -- relative position bias for any map size -----------------------------------
 
@@ -270,7 +271,7 @@ class CoAtNet(PyramidBackbone):
         normed = self.out_indices if out_norm == 'all' else [self.num_levels - 1] if out_norm == 'last' else []
         for i in normed:
             self.add_module(f'norm{i}', norm_layer(self.level_channels[i]))
-        self.to(memory_format=torch.channels_last)  # see PyramidBackbone: memory format
+        channels_last_weights(self)
 
     @classmethod
     def resolve_arch(cls, arch: str | dict | MaxxVitCfg) -> MaxxVitCfg:
@@ -337,7 +338,7 @@ class CoAtNet(PyramidBackbone):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """x: (B, C, H, W), any H, W. Returns one (B, C_i, ceil(H/s_i), ceil(W/s_i))
         map per ``out_indices`` entry, s_i in 4/8/16/32."""
-        x = self.stem(x.contiguous(memory_format=torch.channels_last))
+        x = self.stem(channels_last_input(x))
         outs = []
         last = max(self.out_indices)
         for i, stage in enumerate(self.stages):
@@ -348,7 +349,7 @@ class CoAtNet(PyramidBackbone):
                 outs.append(norm(x) if norm is not None else x)
             if i == last:
                 break
-        return self.channels_last_grads(tuple(outs))
+        return channels_last_grads(tuple(outs))
 
     # -- checkpoints ---------------------------------------------------------
     @staticmethod

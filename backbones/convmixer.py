@@ -24,7 +24,8 @@ from timm.models.convmixer import Residual
 from torch import nn
 
 from densekit.registry import MODELS
-from .base import LevelMaps, PyramidBackbone, conv_memory_format
+from .base import LevelMaps, PyramidBackbone
+from .fast_paths import channels_last_grads, channels_last_input
 
 ACTIVATIONS = {'gelu': nn.GELU, 'relu': nn.ReLU}
 
@@ -79,7 +80,6 @@ class ConvMixer(PyramidBackbone):
         self._check_levels()
         self.stem = nn.Sequential(nn.Conv2d(in_channels, dim, p, stride=p), act(), nn.BatchNorm2d(dim))
         self.blocks = nn.ModuleList(mixer_block(dim, arch['kernel_size'], act) for _ in range(depth))
-        # weights stay NCHW-strided: each call's layout is chosen for its input (conv_memory_format)
 
     def unused_modules(self) -> list[str]:
         return [f'blocks.{i}' for i in range(max(self.out_indices) + 1, self.num_levels)]
@@ -89,12 +89,11 @@ class ConvMixer(PyramidBackbone):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """x: (B, 3, H, W), any H, W. Returns one (B, dim, ceil(H/p), ceil(W/p))
-        map per ``out_indices`` entry: NCHW tensors in channels-last memory, or in
-        NCHW memory for inference on AVX2-only CPUs (``base.conv_memory_format``)."""
+        map per ``out_indices`` entry: NCHW tensors in channels-last memory."""
         p = self.patch_size
         image_size = x.shape[-2:]
         x = F.pad(x, (0, -x.shape[-1] % p, 0, -x.shape[-2] % p))
-        x = self.stem(x.contiguous(memory_format=conv_memory_format(x)))
+        x = self.stem(channels_last_input(x))
         outs = []
         for i, block in enumerate(self.blocks):
             x = self.run_block(block, x)
@@ -103,7 +102,7 @@ class ConvMixer(PyramidBackbone):
             if i == max(self.out_indices):
                 break
         # the image size lets the pyramid adapter give ceil(H/s) at every stride
-        return LevelMaps(self.channels_last_grads(tuple(outs)), image_size)
+        return LevelMaps(channels_last_grads(tuple(outs)), image_size)
 
     @staticmethod
     def checkpoint_filter(state_dict: dict, model: 'ConvMixer') -> dict:

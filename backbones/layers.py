@@ -44,17 +44,6 @@ def init_transformer_weights(module: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def tensor_state(t: torch.Tensor) -> tuple:
-    """What changes when a tensor is moved, replaced or written in place: a
-    key for caches derived from it."""
-    return t.device, t.dtype, t.data_ptr(), t._version
-
-
-def clear_inference_cache(module: nn.Module) -> None:
-    """Drop the entries :func:`cached_for_inference` keeps on ``module``."""
-    module.__dict__.pop('_inference_cache', None)
-
-
 def size_cache(maxsize: int) -> Callable[[Callable], Callable]:
     """``functools.lru_cache(maxsize)`` for a tensor made from a map size
     (masks, bias indices), bypassed while the TorchScript tracer records the
@@ -74,28 +63,6 @@ def size_cache(maxsize: int) -> Callable[[Callable], Callable]:
     return decorate
 
 
-def cached_for_inference(module: nn.Module, key: tuple, table: torch.Tensor,
-                         compute: Callable[[], torch.Tensor], size: int = 4) -> torch.Tensor:
-    """``compute()`` memoised on ``module`` per ``key`` while no gradient is
-    recorded (inference), as timm and mmpretrain keep LeViT's attention
-    biases in eval mode.
-
-    For a bias that a learned ``table`` gives per map size: entries are keyed
-    on the table's device, dtype, storage and version counter, so moving the
-    module or loading weights (an in-place copy) recomputes them; training
-    ``torch.compile`` and the TorchScript tracer (ONNX export) always compute. At most ``size`` sizes are kept.
-    """
-    if torch.is_grad_enabled() or torch.compiler.is_compiling() or torch.jit.is_tracing():
-        return compute()
-    cache = module.__dict__.setdefault('_inference_cache', {})  # not a buffer: never saved
-    full = (key, *tensor_state(table))
-    if full not in cache:
-        if len(cache) >= size:
-            cache.pop(next(iter(cache)))
-        cache[full] = compute()
-    return cache[full]
-
-
 class TableBias(NamedTuple):
     """An additive attention bias given by how it is made: the entries of a
     small learned ``table`` (heads, T) at ``index`` (N, M), an int64 index
@@ -105,8 +72,7 @@ class TableBias(NamedTuple):
     Why a recipe rather than the tensor: the training path of
     :func:`biased_attention` rebuilds the bias in the backward pass instead of
     keeping it. The (G, heads, N, M) bias is as large as the attention map at
-    batch 1 -- CoAtNet-0 at 512: 50 MB per stage-3 block, Swin's shifted
-    blocks: one per window -- while the table is a few KB."""
+    batch 1 (Swin's shifted blocks: one per window), the table a few KB."""
     table: torch.Tensor
     index: torch.Tensor
     mask: torch.Tensor | None = None
@@ -121,10 +87,7 @@ def gather_bias(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     (heads, N, M).
 
     Why index_select: its backward is an ``index_add_``, where advanced
-    indexing's is an accumulating ``index_put_``, which runs serially on CPU.
-    CoAtNet-0's stage-3 bias at 512 (12 x 1024 x 1024 from a 12 x 63 x 63
-    table, 2 cores): 27 ms forward and backward against 125 ms
-    (.scratch micro-benchmark, this change's closing note)."""
+    indexing's is an accumulating ``index_put_``, which runs serially on CPU."""
     return table.index_select(1, index.reshape(-1)).view(table.shape[0], *index.shape)
 
 
@@ -163,9 +126,7 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tenso
 
 def _sum_leading(t: torch.Tensor) -> torch.Tensor:
     """``t.sum(0)``, as a view when dim 0 has one entry: torch's sum still
-    writes a fresh tensor then (a fill and an add over the whole attention
-    map; on the 2-core machine the fill of CoAtNet-0's 50 MB stage-3 bias
-    gradient at 512 took about 100 ms, in fresh pages)."""
+    writes a fresh tensor then (a fill and an add over the whole attention map)."""
     return t[0] if t.shape[0] == 1 else t.sum(0)
 
 
@@ -179,10 +140,7 @@ class _BiasedAttention(torch.autograd.Function):
     Why our own: torch's CPU flash kernel gives no gradient for its additive
     mask, and the autograd of the written-out form keeps every block's
     attention map until the backward reaches it, a tensor heads*N/C = 1.5x the
-    size of a Swin block's input. Swin-T at 512 (batch 1, tools/benchmark.py):
-    training peak 586-590 MB instead of 609 MB. In interleaved A/Bs of the train
-    step against the written-out form, the time is the same within the runs'
-    spread (medians 1.11 s against 1.15 s at 512, 0.255 s against 0.247 s at 224).
+    size of a Swin block's input.
 
     Inputs after ``scale``: the table, its index (or None: the table is the
     whole (G, heads, N, M) bias) and the mask (or None).
@@ -240,10 +198,8 @@ def biased_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: to
     where SDPA would take its CPU math fallback, which adds NaN guards for fully
     masked rows (isneginf, all, where: three more passes over every attention
     map) that an additive bias never needs; timm's LeViT computes it the same
-    way. In interleaved A/B runs on CPU (LeViT-256) that took 0.59x / 0.87x the
-    forward time of SDPA at 224 / 512. LeViT keeps plain autograd: recomputing
-    its 1024x1024 maps made its train step at 512 about 10% slower (2.14
-    against 2.38 img/s) for no lower peak."""
+    way. LeViT keeps plain autograd: recomputing its maps costs time for no
+    lower peak memory."""
     if isinstance(bias, TableBias):
         table, index, mask = bias
         table = table.to(q.dtype)  # the backward's matmuls need one dtype (autocast casts only its forward)

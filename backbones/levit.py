@@ -55,7 +55,8 @@ from torch import nn
 
 from densekit.registry import MODELS
 from .base import PyramidBackbone
-from .layers import biased_attention, cached_for_inference, gather_bias, pair_index, size_cache
+from .fast_paths import cached_for_inference
+from .layers import biased_attention, gather_bias, pair_index, size_cache
 
 # -- BN-fusable layers ------------------------------------------------------------
 

@@ -22,8 +22,8 @@ from torch import nn
 
 from densekit.registry import MODELS
 from .base import PyramidBackbone
-from .layers import (TableBias, biased_attention, cached_for_inference, drop_path_rates, init_transformer_weights,
-                     patch_embed, size_cache)
+from .fast_paths import cached_for_inference, channels_last_input
+from .layers import TableBias, biased_attention, drop_path_rates, init_transformer_weights, patch_embed, size_cache
 
 # -- windows -------------------------------------------------------------------
 
@@ -90,8 +90,7 @@ class WindowAttention(nn.Module):
         """x: (B, nW, N, C); mask: (nW, 1, N, N) or None, named by ``mask_key``
         (what it was made from) for the inference cache. Returns (B, nW, N, C)."""
         B, nW, N, C = x.shape
-        # windows join the batch: a 5-D (B, nW, heads, N, d) SDPA call measured about 2x
-        # slower on CPU than the same work as 4-D (it misses the fused kernel)
+        # windows join the batch: a 5-D (B, nW, heads, N, d) SDPA call misses the fused CPU kernel
         q, k, v = self.qkv(x).view(B * nW, N, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
         if torch.is_grad_enabled():  # the attention rebuilds the bias in its backward
             bias = self.attention_bias(mask, q.dtype)
@@ -229,9 +228,8 @@ class SwinTransformer(PyramidBackbone):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """x: (B, 3, H, W), any H, W. Returns one (B, C_i, ceil(H/s_i), ceil(W/s_i))
         map per ``out_indices`` entry, s_i in 4/8/16/32."""
-        # channels-last input: the 4x4 patch conv then writes the (B, H, W, C) tokens
-        # directly, so they and their LayerNorm need no copy (results/cpu_benchmarks_2026-11.md)
-        x = self.pos_drop(self.patch_embed(x.contiguous(memory_format=torch.channels_last)))
+        # channels-last input: the 4x4 patch conv then writes the (B, H, W, C) tokens directly
+        x = self.pos_drop(self.patch_embed(channels_last_input(x)))
         outs = []
         for i, stage in enumerate(self.stages):
             if stage.downsample is not None:

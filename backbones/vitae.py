@@ -37,6 +37,7 @@ from torch import nn
 from densekit.checkpoint import LoadReport, extract_state_dict, load_file, load_state
 from densekit.registry import MODELS
 from .base import PyramidBackbone
+from .fast_paths import channels_last_grads, channels_last_input, channels_last_weights
 from .layers import drop_path_rates, init_transformer_weights
 
 # -- reduction cell --------------------------------------------------------------
@@ -274,9 +275,9 @@ class ViTAE(PyramidBackbone):
                               drop_rate, attn_drop_rate, dpr[j]) for j in range(arch['depth'])] if i == 2 else []
             self.layers.append(ViTAELayer(rc, ncs))
         self.downsample = nn.MaxPool2d(2, 2, ceil_mode=True)  # level 3 (/32)
-        # see PyramidBackbone: memory format; channels-last also makes the cells' moves
-        # between token maps (B, H, W, C) and conv maps (B, C, H, W) free permutes
-        self.to(memory_format=torch.channels_last)
+        # channels-last also makes the cells' moves between token maps (B, H, W, C)
+        # and conv maps (B, C, H, W) free permutes
+        channels_last_weights(self)
 
     def reset_parameters(self) -> None:
         # official ViTAE_ViT_basic._init_weights; convolutions keep PyTorch's default
@@ -294,7 +295,7 @@ class ViTAE(PyramidBackbone):
         (B, C_i, ceil(H/s_i), ceil(W/s_i)) map per ``out_indices`` entry,
         s_i in 4/8/16/32."""
         outs, last = [], max(self.out_indices)
-        x = x.contiguous(memory_format=torch.channels_last)
+        x = channels_last_input(x)
         for i, layer in enumerate(self.layers):
             x = self.run_block(layer.RC, x)  # B, H, W, C
             for cell in layer.NC:
@@ -303,9 +304,9 @@ class ViTAE(PyramidBackbone):
             if i in self.out_indices:
                 outs.append(x)
             if i == last:
-                return self.channels_last_grads(tuple(outs))
+                return channels_last_grads(tuple(outs))
         outs.append(self.downsample(x))
-        return self.channels_last_grads(tuple(outs))
+        return channels_last_grads(tuple(outs))
 
     # -- checkpoints ---------------------------------------------------------
     @staticmethod

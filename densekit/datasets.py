@@ -14,7 +14,13 @@ import numpy as np
 from mmseg.datasets import ADE20KDataset as MMSegADE20KDataset
 
 from .registry import DATASETS
-from .synthetic import CLASSES, PALETTE
+
+# The classes of the demo data (tools/synthetic_ade.py): label value = index + 1, 0 unlabelled as in ADE20K.
+SYNTHETIC_ADE_CLASSES: tuple[str, ...] = ('background', 'circle', 'rectangle', 'triangle', 'ellipse-ring', 'cross',
+                                          'star')
+# grey background, then each shape class at the pure base hue the generator draws it in
+SYNTHETIC_ADE_PALETTE: list[list[int]] = [[120, 120, 120], [255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0],
+                                          [255, 0, 255], [0, 255, 255]]
 
 ADE20K_HELP = (
     'ADE20K (SceneParsing, ADEChallengeData2016) is not included. Download '
@@ -137,9 +143,9 @@ class ADE20KDataset(CheckedSegDatasetMixin, MMSegADE20KDataset):
 
 @DATASETS.register_module()
 class SyntheticADEDataset(CheckedSegDatasetMixin, MMSegADE20KDataset):
-    """The demo data of :mod:`densekit.synthetic`: ADE20K's layout and label
-    convention (0 ignored) with its own classes."""
+    """The demo data that ``tools/synthetic_ade.py`` writes: ADE20K's layout
+    and label convention (0 ignored) with its own classes."""
 
-    METAINFO = dict(classes=CLASSES, palette=PALETTE)
+    METAINFO = dict(classes=SYNTHETIC_ADE_CLASSES, palette=SYNTHETIC_ADE_PALETTE)
     help_text = ('expected {root}/{img} and {root}/{seg}: generate the data with '
-                 '`python -m densekit.synthetic --out {root}` (or `make demo`).')
+                 '`python tools/synthetic_ade.py --out {root}` (or `make demo`).')

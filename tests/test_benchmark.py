@@ -1,4 +1,4 @@
-"""tools/benchmark.py and densekit/benchmark.py on tiny models and inputs.
+"""tools/benchmark.py and tools/benchmark_harness.py on tiny models and inputs.
 
 Correctness only (the tool runs, measures every model, computes its ratios
 from its own measurements, builds peers of the same architecture with the same
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.helpers import run_main, run_tool
-from densekit.benchmark import (Benchmark, build_models, build_ours, build_peers, cpu_peak_memory, model_workload,
+from benchmark_harness import (Benchmark, build_models, build_ours, build_peers, cpu_peak_memory, model_workload,
                                 run_benchmark, synthetic_batch)
 from densekit.config import load_config, task_of
 
@@ -128,7 +128,7 @@ def test_cli_prints_tables_and_writes_json(tmp_path):
 
 
 def test_levit_inference_bias_cache_follows_the_weights():
-    """The attention biases kept for inference (backbones.layers.cached_for_inference)
+    """The attention biases kept for inference (backbones.fast_paths.cached_for_inference)
     are rebuilt when weights are loaded, and training never uses them."""
     from densekit.backbones.levit import AttentionBias, LeViT
     torch.manual_seed(0)
@@ -272,3 +272,15 @@ def test_onnxruntime_row_times_our_exported_model_forward_only(capsys, tmp_path)
     assert bench['results'][1]['forward_peak'] is None
     assert 'onnxruntime / eager forward time' in out and '/ mmseg: ' in out
     assert '| densekit (onnxruntime) |' in results.read_text() and '`tools/benchmark.py' in results.read_text()
+
+
+def test_harness_and_demo_data_are_not_in_the_library():
+    """The benchmark harness and the demo-data generators live in tools/, not in
+    the installed ``densekit`` package (which keeps the dataset classes and checks)."""
+    import importlib.util
+
+    from tests.helpers import ROOT
+    # the checkout's files: an editable install of another checkout can still resolve densekit.<name>
+    for name in ('benchmark', 'synthetic', 'synthetic_cls', 'synthetic_coco'):
+        assert not (ROOT / 'densekit' / f'{name}.py').exists(), name
+    assert importlib.util.find_spec('benchmark_harness').origin == str(ROOT / 'tools' / 'benchmark_harness.py')

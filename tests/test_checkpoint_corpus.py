@@ -155,7 +155,7 @@ def seg_state():
 def test_segmentation_checkpoint_layouts_in_init_model(tmp_path, seg_state, layout):
     """7b: {'state_dict'} without meta, .safetensors and a numpy-1 pickle load
     in init_model; classes come from the config (before: KeyError: 'meta')."""
-    from densekit.synthetic import CLASSES
+    from densekit.datasets import SYNTHETIC_ADE_CLASSES as CLASSES
     if layout == 'safetensors':
         path = tmp_path / 'model.safetensors'
         save_file({k: v.contiguous() for k, v in seg_state.items()}, str(path))

@@ -133,14 +133,14 @@ def test_levit_head_trains_both_heads_and_averages_in_eval():
 @pytest.fixture(scope='module')
 def tiny_cls(tmp_path_factory) -> Path:
     """The synthetic data at 2 train / 1 val image per class, 32x32."""
-    from densekit.synthetic_cls import generate_imagenet_like
+    from synthetic_cls import generate_imagenet_like
     root = tmp_path_factory.mktemp('cls') / 'synthetic_cls'
     generate_imagenet_like(root, num_train=2, num_val=1, size=32, seed=0)
     return root
 
 
 def test_synthetic_data_is_deterministic_and_held_out(tmp_path, tiny_cls):
-    from densekit.synthetic_cls import CLASSES, generate_imagenet_like
+    from synthetic_cls import CLASSES, generate_imagenet_like
     again = tmp_path / 'again'
     generate_imagenet_like(again, num_train=2, num_val=1, size=32, seed=0)
     files = sorted(p.relative_to(tiny_cls) for p in tiny_cls.rglob('*.JPEG'))
@@ -161,7 +161,7 @@ def _dataset(root, **kwargs):
 
 
 def test_imagenet_reads_folders_and_annotation_files(tiny_cls, tmp_path):
-    from densekit.synthetic_cls import CLASSES
+    from synthetic_cls import CLASSES
     ds = _dataset(tiny_cls, split='val', metainfo=dict(classes=CLASSES))  # meta/val.txt
     assert len(ds) == len(CLASSES) and ds.ann_file.endswith('val.txt')
     assert ds[3]['data_samples'].gt_label.item() == 3
@@ -182,7 +182,7 @@ def test_imagenet_errors_name_the_path(tmp_path, tiny_cls):
     shutil.copytree(tiny_cls, tmp_path / 'broken')
     bad = tmp_path / 'broken' / 'val' / 'ring' / 'ring_00000.JPEG'
     bad.write_bytes(b'not a jpeg')
-    from densekit.synthetic_cls import CLASSES
+    from synthetic_cls import CLASSES
     ds = _dataset(tmp_path / 'broken', split='val', metainfo=dict(classes=CLASSES))
     with pytest.raises(DatasetError, match=r'cannot load sample 4 \(.*ring_00000\.JPEG\)'):
         ds[4]
@@ -195,7 +195,7 @@ FAMILIES = ['swin-t', 'vit-b16', 'vitae-t', 'levit-128s', 'coatnet-0', 'convmixe
 def tiny_run_cfg(variant: str, root: Path, work_dir: Path) -> Config:
     """The variant's ImageNet config (recipe pipeline, mixup/cutmix, schedule
     type) on the tiny synthetic data at 64x64, 2 iterations then validation."""
-    from densekit.synthetic_cls import CLASSES
+    from synthetic_cls import CLASSES
     cfg = Config.fromfile(str(CLS_CONFIGS[variant]))
     cfg.model.pop('teacher', None)  # LeViT's distillation teacher: tests/test_distillation.py
     cfg.model.data_preprocessor.num_classes = cfg.model.head.num_classes = len(CLASSES)

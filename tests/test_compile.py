@@ -10,7 +10,7 @@ and at the non-square one:
 
 * eval mode: the graph compiled with ``fullgraph=True`` gives the eager
   outputs under ``no_grad`` (the inference path, where the bias caches of
-  ``backbones.layers.cached_for_inference`` step aside);
+  ``backbones.fast_paths.cached_for_inference`` step aside);
 * train mode: a forward and backward through ``aot_eager`` (the autograd
   graph inductor would get, without code generation) gives the eager outputs,
   gradients and BatchNorm statistics.

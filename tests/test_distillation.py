@@ -141,7 +141,7 @@ def test_missing_teacher_is_one_clear_line(tmp_path, capsys):
     """The shipped recipe without the teacher file: tools/train.py stops at
     the first step with the path, where to get the file and how to turn
     distillation off."""
-    from densekit.synthetic_cls import generate_imagenet_like
+    from synthetic_cls import generate_imagenet_like
     generate_imagenet_like(tmp_path / 'data', num_train=1, num_val=1, size=32, seed=0)
     missing = tmp_path / 'regnety_160.pth'
     with pytest.raises(SystemExit) as exit_:

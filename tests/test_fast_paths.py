@@ -1,16 +1,15 @@
-"""The fast paths of issue 6 stay taken, and stay correct (no timing here:
-speed is measured by tools/benchmark.py).
+"""The speed paths of ``backbones.fast_paths`` stay taken, and stay correct (no
+timing here: tools/benchmark.py measures them, results/fast_paths_2026-11-30.md).
 
-* attention biases kept for inference (``backbones.layers.cached_for_inference``)
+* attention biases kept for inference (``fast_paths.cached_for_inference``)
   follow the weights and the map size, and are never used in training;
 * Swin's window attention reaches SDPA's fused CPU kernel, not its math
   fallback, in inference and in training; its patch conv writes the tokens
   in their memory order;
-* the convolutional families run their maps channels-last (ConvMixer's
-  inference on AVX2-only CPUs: NCHW, ``base.conv_memory_format``), and so
-  the gradients that come back into their outputs;
-* under autocast without gradients, every backbone runs on weights cast once,
-  with the outputs autocast gives.
+* the convolutional families run their maps channels-last, and so the
+  gradients that come back into their outputs, with the NCHW reference's results;
+* under autocast without gradients, every backbone runs on weights cast once
+  (``fast_paths.AutocastWeightCache``), with the outputs autocast gives.
 """
 import pytest
 import torch
@@ -18,6 +17,7 @@ from tests.test_compile import FAMILIES, _model  # tiny instances of every famil
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from densekit.backbones import CoAtNet, ConvMixer, SwinTransformer, ViTAE
+from densekit.backbones.fast_paths import release_inference_caches
 
 TINY_SWIN = dict(embed_dims=16, depths=(2, 2, 1, 1), num_heads=(1, 2, 2, 4))
 TINY_COATNET = dict(stem_width=16, embed_dims=(16, 32, 64, 128), depths=(1, 1, 1, 1))
@@ -141,15 +141,10 @@ def test_convolutions_stay_channels_last(build):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize('capability, inference_layout', [
-    ('AVX2', torch.contiguous_format), ('AVX512', torch.channels_last)])
-def test_convmixer_layout_follows_the_call(monkeypatch, capability, inference_layout):
-    """ConvMixer keeps NCHW-strided weights, so its convolutions follow the
-    input's layout: channels-last under autograd; for inference, NCHW where
-    oneDNN has only AVX2 (its NHWC depthwise kernel is the slow one there).
-    Every layout gives the NCHW reference's maps."""
-    import densekit.backbones.base as base
-    monkeypatch.setattr(base, '_CPU_CAPABILITY', capability)
+def test_convmixer_runs_channels_last():
+    """ConvMixer keeps NCHW-strided weights (a timm or mmpretrain checkpoint
+    loads as it is); its input is made channels-last, so its convolutions run
+    NHWC, with and without autograd, and give the NCHW reference's maps."""
     model = _convmixer()
     nchw = {k: v.contiguous() for k, v in model.state_dict().items()}
     model.load_state_dict(nchw)
@@ -161,15 +156,13 @@ def test_convmixer_layout_follows_the_call(monkeypatch, capability, inference_la
         y = reference.stem(x)
         for block in reference.blocks:
             expected.append(y := block(y))
-        outs = model.eval()(x)
-    assert all(o.is_contiguous(memory_format=inference_layout) for o in outs)
     assert not any(o.is_contiguous(memory_format=torch.channels_last) for o in expected)
-    for a, b in zip(outs, expected):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-    outs = model(x)  # autograd on: channels-last whatever the CPU
-    assert all(o.is_contiguous(memory_format=torch.channels_last) and not o.is_contiguous() for o in outs)
-    for a, b in zip(outs, expected):
-        torch.testing.assert_close(a.detach(), b, atol=1e-5, rtol=1e-5)
+    for grad in (False, True):  # inference, then with autograd (eval mode: the same BatchNorm statistics)
+        with torch.set_grad_enabled(grad):
+            outs = model.eval()(x)
+        assert all(o.is_contiguous(memory_format=torch.channels_last) and not o.is_contiguous() for o in outs)
+        for a, b in zip(outs, expected):
+            torch.testing.assert_close(a.detach(), b, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize('build', CHANNELS_LAST_FAMILIES, ids=CHANNELS_LAST_IDS)
@@ -231,4 +224,9 @@ def test_autocast_inference_casts_weights_once(family):
     assert casts == 1 and all(torch.equal(a, b) for a, b in zip(outs, expected))
     # a call with gradients drops the copies
     model(x)
+    assert '_autocast_weight_cache' not in model.__dict__
+    # and so does release_inference_caches (the benchmark's memory figures count them)
+    run(model)
+    assert '_autocast_weight_cache' in model.__dict__
+    release_inference_caches(model)
     assert '_autocast_weight_cache' not in model.__dict__

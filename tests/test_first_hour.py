@@ -251,7 +251,7 @@ def test_infer_folder_skips_bad_files_and_never_collides(tmp_path):
 
 def test_classification_names_come_from_the_training_data(tmp_path):
     from densekit.cls_datasets import ImageNet
-    from densekit.synthetic_cls import CLASSES, generate_imagenet_like
+    from synthetic_cls import CLASSES, generate_imagenet_like
     generate_imagenet_like(tmp_path, num_train=1, num_val=1, size=16)
     dataset = ImageNet(data_root=str(tmp_path), split='val', ann_file='meta/val.txt', data_prefix='val')
     assert dataset.metainfo['classes'] == CLASSES  # not ImageNet's "tench", ...

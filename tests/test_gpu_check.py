@@ -70,7 +70,7 @@ def test_benchmark_row_reads_tools_benchmark_json(tmp_path):
     dataclasses themselves), and the goal: train-step time <= 0.83 of the peer's."""
     from dataclasses import asdict
 
-    from densekit.benchmark import Benchmark, ModelResult
+    from benchmark_harness import Benchmark, ModelResult
     ours = ModelResult('densekit', 10, 'ours', forward_s=[1., 2., 3.], train_s=[4., 4., 4.], forward_peak=50,
                        train_peak=80)
     for peer_train, status in ((5., 'PASS'), (4., 'MISS')):

@@ -9,8 +9,9 @@ import torch
 
 from tests.helpers import TINY_SEG, run_tool
 from densekit.config import load_config
+from densekit.datasets import SYNTHETIC_ADE_CLASSES as CLASSES
+from densekit.datasets import SYNTHETIC_ADE_PALETTE as PALETTE
 from densekit.inference import inference, init_model
-from densekit.synthetic import CLASSES, PALETTE
 
 # A tiny Mask R-CNN on a 4-level Swin: no detection config ships yet.
 TINY_DET = """

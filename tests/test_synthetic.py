@@ -1,4 +1,4 @@
-"""Tests for densekit.synthetic (the synthetic ADE20K-layout demo dataset)."""
+"""Tests for tools/synthetic_ade.py (the synthetic ADE20K-layout demo dataset)."""
 from __future__ import annotations
 
 import json
@@ -8,8 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from densekit import synthetic
-from densekit.synthetic import CLASSES, MARKER, PALETTE, SPLITS, generate_ade_like
+import synthetic_ade as synthetic
+from tests.helpers import run_tool
+from synthetic_ade import CLASSES, MARKER, PALETTE, SPLITS, generate_ade_like
 
 K = len(CLASSES) - 1  # number of shape classes; label values are 0..K+1
 SIZE = (64, 64)
@@ -200,11 +201,23 @@ def test_marker_written_only_after_all_files(tmp_path, monkeypatch):
 
 def test_main_cli(tmp_path, capsys):
     out = tmp_path / 'cli'
-    summary = synthetic.main(['--out', str(out), '--num-train', '2', '--num-val', '1',
+    summary = synthetic.main(['--out', str(out), '--num', '2', '--num-val', '1',
                               '--size', '32', '40', '--seed', '7'])
     printed = json.loads(capsys.readouterr().out)
     assert printed == summary and printed['counts'] == {'training': 2, 'validation': 1}
     assert _stems(out / 'images/training', 'jpg') == ['synth_000000', 'synth_000001']
     assert _read_label(out / 'annotations/validation/synth_000000.png').shape == (32, 40)
-    assert synthetic.main(['--out', str(out), '--num-train', '2', '--num-val', '1',
+    assert synthetic.main(['--out', str(out), '--num', '2', '--num-val', '1',
                            '--size', '32', '40', '--seed', '7', '--overwrite'])['generated'] is True
+
+
+def test_generators_run_as_commands_with_the_same_flags(tmp_path):
+    """tools/synthetic_{ade,coco,cls}.py run standalone (outside the installed
+    package) and take --out DIR --num N --num-val N --seed S; counts are images."""
+    for tool, size in (('synthetic_ade', ['32', '32']), ('synthetic_coco', ['48', '48']), ('synthetic_cls', ['32'])):
+        out = tmp_path / tool
+        proc = run_tool(tool, '--out', str(out), '--num', '8', '--num-val', '8', '--size', *size, '--seed', '1')
+        summary = json.loads(proc.stdout)
+        assert summary['root'] == str(out) and sum(summary['counts'].values()) == 16, (tool, summary)
+    bad = run_tool('synthetic_cls', '--out', str(tmp_path / 'bad'), '--num', '10', check=False)
+    assert bad.returncode == 2 and '--num 10: the 8 classes need a positive multiple of 8 images' in bad.stderr

@@ -1,4 +1,4 @@
-"""Tests for densekit.synthetic_coco (the synthetic COCO-layout detection demo dataset)."""
+"""Tests for tools/synthetic_coco.py (the synthetic COCO-layout detection demo dataset)."""
 from __future__ import annotations
 
 import json
@@ -11,8 +11,8 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from tests.helpers import run_tool
-from densekit import synthetic
-from densekit.synthetic_coco import (CLASSES, MARKER, SPLITS, draw_sample, generate_coco_like,
+import synthetic_ade as synthetic
+from synthetic_coco import (CLASSES, MARKER, SPLITS, draw_sample, generate_coco_like,
                                      main, mask_to_polygons)
 
 SIZE = (64, 64)
@@ -181,7 +181,7 @@ def test_mmdet_coco_dataset_reads_it(small):
 
 
 def test_command_line(tmp_path, capsys):
-    summary = main(['--out', str(tmp_path / 'cli'), '--num-train', '1', '--num-val', '1', '--size', '48', '48'])
+    summary = main(['--out', str(tmp_path / 'cli'), '--num', '1', '--num-val', '1', '--size', '48', '48'])
     assert summary['counts'] == {'train2017': 1, 'val2017': 1}
     assert json.loads(capsys.readouterr().out)['size'] == [48, 48]
 

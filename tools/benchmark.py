@@ -18,7 +18,7 @@ random weights) with each peer's backbone swapped in for ours, on a seeded
 synthetic batch with targets: forward = mode='tensor' (detectors:
 mode='predict', NMS included), train step = model.loss, backward, AdamW.
 Repetitions are interleaved across models (ours, peer 1, ...), medians are
-reported; see densekit/benchmark.py for how each figure is measured.
+reported; see tools/benchmark_harness.py for how each figure is measured.
 """
 import argparse
 import json
@@ -31,7 +31,7 @@ from dataclasses import asdict
 os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
 import densekit.runtime  # noqa: F401  (weights-only resume, atomic saves, zoo checkpoints)
-from densekit.benchmark import SUITE, retain_freed_memory, run_benchmark, summary, write_results
+from benchmark_harness import SUITE, retain_freed_memory, run_benchmark, summary, write_results
 from densekit.cli import user_errors
 from mmengine.config import DictAction
 
@@ -65,7 +65,7 @@ def main(argv=None):
                         help='time forwards only, no train steps (a whole model at --batch 1)')
     parser.add_argument('--malloc', choices=['retain', 'default'], default='retain',
                         help="'retain' (default): glibc keeps freed memory mapped (fewer page faults, steadier "
-                             "CPU timings; see densekit.benchmark.retain_freed_memory); 'default': glibc's settings")
+                             "CPU timings; see benchmark_harness.retain_freed_memory); 'default': glibc's settings")
     parser.add_argument('--json', help='also write the raw measurements to this JSON file')
     parser.add_argument('--results', metavar='FILE', help='append the tables to this results file (markdown), '
                         'dated, with the device and the command, e.g. results/benchmark.md')

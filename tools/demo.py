@@ -40,14 +40,14 @@ def run(*args: str) -> None:
 def generate(task: str, root: str) -> str:
     """Generate (or reuse) the task's synthetic data; returns a one-line summary."""
     if task == 'segmentation':
-        from densekit.synthetic import generate_ade_like
+        from synthetic_ade import generate_ade_like
         s = generate_ade_like(root)
         return f"{s['counts']} synthetic images at {s['size']}"
     if task == 'detection':
-        from densekit.synthetic_coco import generate_coco_like
+        from synthetic_coco import generate_coco_like
         s = generate_coco_like(root)
         return f"{s['counts']} synthetic images at {s['size']} with {s['instances']} objects"
-    from densekit.synthetic_cls import generate_imagenet_like
+    from synthetic_cls import generate_imagenet_like
     s = generate_imagenet_like(root)
     return f"{s['counts']} synthetic {s['size']}x{s['size']} images"
 

@@ -191,7 +191,7 @@ def table(rows: list[Row]) -> str:
 
 
 def environment() -> str:
-    from densekit.benchmark import device_name
+    from benchmark_harness import device_name
     gpu = torch.cuda.is_available()
     return (f'{device_name("cuda" if gpu else "cpu")}; torch {torch.__version__}, '
             f'{f"CUDA {torch.version.cuda}, " if gpu else ""}Python {platform.python_version()}, {os.cpu_count()} CPUs')
@@ -414,7 +414,7 @@ def attention_cases(device: str) -> list[tuple[str, dict]]:
 
 def check_attention(report: Report, device: str) -> None:
     from densekit.backbones.layers import TableBias, _attend, biased_attention
-    from densekit.benchmark import peak_memory
+    from benchmark_harness import peak_memory
     amp = 'fp16' if device == 'cuda' else 'fp32'  # CPU: fp32, the dtype CPU training runs in
     dtype = DTYPES[amp]
     for name, c in attention_cases(device):
@@ -544,8 +544,8 @@ def check_train(report: Report, device: str, work: str, cpu_train: bool) -> None
         return
     if device == 'cuda' and report.out_of_time('train', ', '.join(names), 150):
         return
-    from densekit.synthetic import generate_ade_like
-    from densekit.synthetic_coco import generate_coco_like
+    from synthetic_ade import generate_ade_like
+    from synthetic_coco import generate_coco_like
     cuda = device == 'cuda'
     if cuda:  # the demos' data at the demos' image size, fewer images (30 x 8 are drawn)
         ade = generate_ade_like(os.path.join(work, 'synthetic_ade'), num_train=96, num_val=8)['root']
@@ -626,7 +626,7 @@ def check_benchmark(report: Report, device: str, work: str, results: str | None)
 def benchmark_row(path: str, peer: str) -> tuple[str, str]:
     """Status (PASS: the train-step goal met, else MISS) and detail of the
     first benchmark in ``path`` (tools/benchmark.py --json), ours against ``peer``."""
-    from densekit.benchmark import Benchmark, ModelResult
+    from benchmark_harness import Benchmark, ModelResult
     with open(path) as f:
         d = json.load(f)[0]
     bench = Benchmark(**{**d, 'shape': tuple(d['shape']), 'results': [ModelResult(**r) for r in d['results']]})

@@ -1,5 +1,5 @@
 # The embedded classification demo: a small ConvMixer trained from scratch on the
-# synthetic ImageNet-layout data of densekit.synthetic_cls (8 shape classes,
+# synthetic ImageNet-layout data of tools/synthetic_cls.py (8 shape classes,
 # 64x64, held-out val split) in a few minutes on 2 CPU cores. It inherits the
 # ConvMixer-768/32 ImageNet config and changes only what a CPU demo needs: a
 # narrow, shallow ConvMixer, 64x64 inputs, no pretrained weights, a short schedule.

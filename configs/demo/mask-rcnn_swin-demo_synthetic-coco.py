@@ -1,5 +1,5 @@
 # The embedded detection demo: Mask R-CNN + a small Swin trained from scratch
-# on the synthetic COCO-layout data of densekit.synthetic_coco (five shape
+# on the synthetic COCO-layout data of tools/synthetic_coco.py (five shape
 # classes with polygon masks, 128x128, held-out val split) in a few minutes on
 # 2 CPU cores. It inherits the COCO Mask R-CNN Swin-T config and changes only
 # what a CPU demo needs: a narrow Swin, FPN and heads, anchors and proposal
@@ -7,7 +7,7 @@
 _base_ = ['../swin/mask-rcnn_swin-t_fpn_1x_coco.py']
 
 data_root = 'data/synthetic_coco/'
-metainfo = dict(classes=('circle', 'rectangle', 'triangle', 'cross', 'star'))  # densekit.synthetic_coco
+metainfo = dict(classes=('circle', 'rectangle', 'triangle', 'cross', 'star'))  # tools/synthetic_coco.py
 num_classes = 5
 img_scale = (128, 128)
 channels = 64  # FPN and RoI feature width

@@ -1,11 +1,11 @@
 # The embedded demo: UPerNet + a small Swin trained from scratch on the synthetic
-# ADE-layout data that densekit.synthetic generates (textured backgrounds, six
+# ADE-layout data that tools/synthetic_ade.py generates (textured backgrounds, six
 # shape classes, held-out validation split) in a few minutes on 2 CPU cores.
 # It inherits the real ADE20K config and changes only what a CPU demo needs:
 # a narrower Swin, 128x128 crops, no pretrained weights, a short schedule.
 _base_ = ['../swin/upernet_swin-t_160k_ade20k.py']
 
-dataset_type = 'densekit.SyntheticADEDataset'  # ADE20K layout, classes of densekit.synthetic
+dataset_type = 'densekit.SyntheticADEDataset'  # ADE20K layout, the demo data's classes
 data_root = 'data/synthetic_ade'
 crop_size = (128, 128)
 num_classes = 7  # background + 6 shapes

@@ -1,3 +1,4 @@
+#!/usr/bin/env python
 """Fully synthetic ADE20K-style segmentation data for the embedded demo and tests.
 
 Every image is generated: a textured background (colour gradient, low-frequency
@@ -7,10 +8,14 @@ own base hue, jittered per instance and overlaid with a texture. Training and
 validation come from independently seeded random streams, so the validation
 split is held out. Files use ADE20K's on-disk layout and label convention
 (0 = unlabelled, 1 = background, 2.. = shape classes), so the stock mmseg
-ADE20K dataset class with ``reduce_zero_label=True`` reads them unchanged.
+ADE20K dataset class with ``reduce_zero_label=True`` reads them unchanged
+(``densekit.SyntheticADEDataset`` adds the class names and the checks).
 
 This data exists so the toolchain can be exercised end to end in minutes on a
 CPU. A score measured on it says nothing about accuracy on real-world images.
+
+    python tools/synthetic_ade.py --out data/synthetic_ade
+    python tools/synthetic_ade.py --out /tmp/ade --num 40 --num-val 10 --size 96 128 --seed 1
 """
 from __future__ import annotations
 
@@ -18,25 +23,18 @@ import argparse
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-# Label value = index + 1 (0 stays "unlabelled" as in ADE20K).
-CLASSES: tuple[str, ...] = ('background', 'circle', 'rectangle', 'triangle',
-                            'ellipse-ring', 'cross', 'star')
-# Base hue of each shape class in degrees, spread evenly round the colour wheel.
+# the dataset class holds the class names and colours: the generator draws what it declares
+from densekit.datasets import SYNTHETIC_ADE_CLASSES as CLASSES
+from densekit.datasets import SYNTHETIC_ADE_PALETTE as PALETTE  # noqa: F401
+
+# Base hue of each shape class in degrees, spread evenly round the colour wheel (PALETTE's colours).
 SHAPE_HUES: tuple[float, ...] = (0.0, 120.0, 240.0, 60.0, 300.0, 180.0)
-
-
-def _hue_rgb(hue: float) -> list[int]:
-    rgb = cv2.cvtColor(np.float32([[[hue, 1.0, 1.0]]]), cv2.COLOR_HSV2RGB)[0, 0]
-    return [int(v) for v in (rgb * 255).round()]
-
-
-# Visualisation colours: grey background, each shape class at its pure base hue.
-PALETTE: list[list[int]] = [[120, 120, 120]] + [_hue_rgb(h) for h in SHAPE_HUES]
 
 SPLITS = ('training', 'validation')
 MARKER = 'densekit_synthetic.json'
@@ -221,26 +219,35 @@ def write_marker(marker: Path, content: dict) -> None:
     os.replace(tmp, marker)
 
 
-def generator_cli(generate, description: str, out: str, num_train: int, num_val: int,
-                  argv: list[str] | None = None) -> dict:
-    """``python -m densekit.synthetic*``: run ``generate`` with the command
-    line's arguments and print its summary."""
-    p = argparse.ArgumentParser(description=description)
-    p.add_argument('--out', default=out, help='dataset root')
-    p.add_argument('--num-train', type=int, default=num_train)
-    p.add_argument('--num-val', type=int, default=num_val)
-    p.add_argument('--size', type=int, nargs=2, default=[128, 128], metavar=('H', 'W'))
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--overwrite', action='store_true', help='replace an existing dataset in --out')
+def generator_cli(generate, description: str, out: str, num: int, num_val: int, argv: list[str] | None = None,
+                  square: bool = False, size: int = 128) -> dict:
+    """The generators' command line, the same flags for all three: run
+    ``generate(out, num, num_val, size, seed, overwrite)`` and print its summary.
+    ``description`` is the tool's docstring (its examples become ``--help``'s)."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--out', default=out, metavar='DIR', help=f'dataset root (default {out})')
+    p.add_argument('--num', type=int, default=num, metavar='N', help=f'training images (default {num})')
+    p.add_argument('--num-val', type=int, default=num_val, metavar='N',
+                   help=f'validation images (default {num_val})')
+    if square:
+        p.add_argument('--size', type=int, default=size, metavar='S', help=f'image side in pixels (default {size})')
+    else:
+        p.add_argument('--size', type=int, nargs=2, default=[size, size], metavar=('H', 'W'),
+                       help=f'image height and width in pixels (default {size} {size})')
+    p.add_argument('--seed', type=int, default=0, metavar='S', help='random seed (default 0)')
+    p.add_argument('--overwrite', action='store_true', help='replace a dataset of other parameters in --out')
     args = p.parse_args(argv)
-    summary = generate(args.out, args.num_train, args.num_val, tuple(args.size), args.seed, args.overwrite)
+    try:
+        summary = generate(args.out, args.num, args.num_val, args.size if square else tuple(args.size), args.seed,
+                           args.overwrite)
+    except (ValueError, FileExistsError) as e:
+        p.error(str(e))
     print(json.dumps(summary, indent=2))
     return summary
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return generator_cli(generate_ade_like, 'Generate a synthetic ADE20K-layout segmentation dataset.',
-                         'data/synthetic_ade', 400, 100, argv)
+    return generator_cli(generate_ade_like, __doc__, 'data/synthetic_ade', 400, 100, argv)
 
 
 if __name__ == '__main__':

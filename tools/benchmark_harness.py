@@ -66,6 +66,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from densekit.backbones.fast_paths import release_inference_caches
+
 # The families and what each is compared with. Each builder gets our model and
 # the input (H, W) and returns a module whose forward does the same work.
 PeerBuilder = Callable[[nn.Module, tuple[int, int]], nn.Module]
@@ -393,10 +395,9 @@ def retain_freed_memory(limit: int = 1 << 30) -> bool:
     """Have glibc keep freed memory mapped (mmap and trim thresholds at
     ``limit``) so that a step's large buffers are not returned to the kernel
     and page-faulted in again on the next step, as with tcmalloc or jemalloc.
-    It applies to every model alike. On the 2-core machine, a bf16 ViT-B
-    training step under glibc's defaults took 3x the minor page faults and
-    about 5% longer, and steps of one model among four alternating ones now
-    and then took twice as long. Returns False where glibc is not the allocator."""
+    It applies to every model alike: under glibc's defaults, steps of
+    alternating models page-fault their buffers in again and vary more.
+    Returns False where glibc is not the allocator."""
     import ctypes
     import ctypes.util
     try:
@@ -639,11 +640,9 @@ def interleaved(runners: Sequence[Runner], results: Sequence[ModelResult], reps:
             res.forward_peak = res.train_peak = None
             run.forward()
             continue
-        # what our backbones keep between inference calls (weights cast for autocast,
-        # attention biases) is made again inside the measured forward: it counts
-        for m in run.model.modules():
-            if hasattr(m, 'release_inference_caches'):
-                m.release_inference_caches()
+        # what our backbones keep between inference calls (attention biases,
+        # backbones.fast_paths) is made again inside the measured forward: it counts
+        release_inference_caches(run.model)
         res.forward_peak = run.peak_memory(run.forward)
         if not train:
             res.train_peak = None
@@ -651,8 +650,7 @@ def interleaved(runners: Sequence[Runner], results: Sequence[ModelResult], reps:
             continue
         run.train_step()  # AdamW state exists from here on
         res.train_peak = run.peak_memory(run.train_step)
-        # one more of each outside the profiler: the first timed train step after
-        # profiling ran up to 1.7x slower (bf16 ViT-B on CPU)
+        # one more of each outside the profiler: the first train step after profiling is slow
         run.forward()
         run.train_step()
     # all forward rounds, then all train-step rounds: an inference workload is many

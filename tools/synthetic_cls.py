@@ -1,3 +1,4 @@
+#!/usr/bin/env python
 """A small, fully synthetic classification dataset in ImageNet's folder layout.
 
 Each image shows one shape on a textured greyish background; the shape's kind
@@ -15,17 +16,19 @@ Layout (as ImageNet's, with mmpretrain's annotation files alongside)::
 This data exists so the classification toolchain can be run end to end in
 minutes on a CPU; a score on it says nothing about accuracy on real images.
 
-    python -m densekit.synthetic_cls --out data/synthetic_cls
+    python tools/synthetic_cls.py --out data/synthetic_cls
+    python tools/synthetic_cls.py --out /tmp/cls --num 80 --num-val 16 --size 32 --seed 1
 """
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from synthetic_ade import generator_cli  # the generators' shared command line, beside this file in tools/
 
 CLASSES: tuple[str, ...] = ('circle', 'square', 'triangle', 'cross', 'ring', 'bar', 'star', 'diamond')
 SPLITS = ('train', 'val')
@@ -117,20 +120,22 @@ def generate_imagenet_like(out: str | Path, num_train: int = 200, num_val: int =
                 lines.append(f'{rel} {label}')
         (out / 'meta' / f'{split}.txt').write_text('\n'.join(lines) + '\n')
     classes_file.write_text('\n'.join(CLASSES) + '\n')
-    marker.write_text(json.dumps(dict(params=params, note='synthetic data, see densekit/synthetic_cls.py')))
+    marker.write_text(json.dumps(dict(params=params, note='synthetic data, see tools/synthetic_cls.py')))
     return summary
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--out', default='data/synthetic_cls')
-    parser.add_argument('--num-train', type=int, default=200, help='images per class')
-    parser.add_argument('--num-val', type=int, default=50, help='images per class')
-    parser.add_argument('--size', type=int, default=64)
-    parser.add_argument('--seed', type=int, default=0)
-    args = parser.parse_args(argv)
-    summary = generate_imagenet_like(args.out, args.num_train, args.num_val, args.size, args.seed)
-    print(f"{summary['counts']} synthetic images of {args.size}x{args.size} in {args.out}")
+def _generate_totals(out: str, num: int, num_val: int, size: int, seed: int, overwrite: bool) -> dict:
+    """The command line's counts are totals; every class gets the same share."""
+    del overwrite  # a folder of other parameters is always regenerated here
+    for flag, n in (('--num', num), ('--num-val', num_val)):
+        if n < len(CLASSES) or n % len(CLASSES):
+            raise ValueError(f'{flag} {n}: the {len(CLASSES)} classes need a positive multiple of {len(CLASSES)} images')
+    return generate_imagenet_like(out, num // len(CLASSES), num_val // len(CLASSES), size, seed)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return generator_cli(_generate_totals, __doc__, 'data/synthetic_cls', 200 * len(CLASSES), 50 * len(CLASSES),
+                         argv, square=True, size=64)
 
 
 if __name__ == '__main__':

@@ -1,7 +1,8 @@
+#!/usr/bin/env python
 """Fully synthetic COCO-style instance data for the embedded detection demo and tests.
 
 Each image is a textured greyish background with 1-4 shapes on it, drawn by
-the same code as the segmentation demo's data (:mod:`densekit.synthetic`):
+the same code as the segmentation demo's data (``synthetic_ade.py``):
 five shape classes (see ``CLASSES``), each with its own base hue, jittered per
 instance and overlaid with a texture. Shapes are painted in order, later ones
 occluding earlier ones; an instance's mask is what stays visible. A shape is
@@ -23,7 +24,8 @@ This data exists so the detection toolchain can be exercised end to end in
 minutes on a CPU. A score measured on it says nothing about accuracy on
 real-world images.
 
-    python -m densekit.synthetic_coco --out data/synthetic_coco
+    python tools/synthetic_coco.py --out data/synthetic_coco
+    python tools/synthetic_coco.py --out /tmp/coco --num 60 --num-val 10 --size 96 96 --seed 1
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from . import synthetic
+import synthetic_ade as synthetic  # the segmentation demo's shapes, beside this file in tools/
 
 # A subset of the segmentation demo's shapes: its 'ellipse-ring' has a hole.
 CLASSES: tuple[str, ...] = ('circle', 'rectangle', 'triangle', 'cross', 'star')
@@ -125,7 +127,7 @@ def _write_split(root: Path, split: str, seq: np.random.SeedSequence, n: int, h:
         images.append({'id': image_id, 'file_name': name, 'height': h, 'width': w})
         annotations += [_annotation(m, c, image_id, len(annotations) + k + 1)
                         for k, (c, m) in enumerate(instances)]
-    coco = {'info': {'description': 'DenseKit synthetic shapes (densekit/synthetic_coco.py), not real images'},
+    coco = {'info': {'description': 'DenseKit synthetic shapes (tools/synthetic_coco.py), not real images'},
             'images': images, 'annotations': annotations,
             'categories': [{'id': k + 1, 'name': c, 'supercategory': 'shape'} for k, c in enumerate(CLASSES)]}
     ann_file = root / 'annotations' / f'instances_{split}.json'
@@ -171,8 +173,7 @@ def generate_coco_like(root: str | os.PathLike, num_train: int = 600, num_val: i
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return synthetic.generator_cli(generate_coco_like, 'Generate a synthetic COCO-layout instance dataset.',
-                                   'data/synthetic_coco', 600, 100, argv)
+    return synthetic.generator_cli(generate_coco_like, __doc__, 'data/synthetic_coco', 600, 100, argv)
 
 
 if __name__ == '__main__':
