@@ -224,7 +224,8 @@ def test_config_two_training_steps(path):
         losses = model.train_step(batch, optim)
         assert all(torch.isfinite(v).all() for v in losses.values())
     if 'roi_head' in cfg.model:  # (Cascade) Mask R-CNN: box and mask branches of every stage trained
-        stages = [f's{i}.' for i in range(cfg.model.roi_head.num_stages)] if 'num_stages' in cfg.model.roi_head else ['']
+        num_stages = cfg.model.roi_head.get('num_stages')
+        stages = [f's{i}.' for i in range(num_stages)] if num_stages else ['']
         assert {'loss_rpn_cls', *(s + k for s in stages for k in ('loss_bbox', 'loss_mask'))} <= set(losses)
     moved = sum(not torch.equal(a, b) for a, b in zip(before, model.backbone.parameters()))
     assert moved > 0.9 * len(before)

@@ -118,7 +118,8 @@ def write_coco(root: Path, num_train: int = 4, num_val: int = 2) -> Path:
         for img_id in range(1, n + 1):
             image = rng.integers(0, 60, (SIZE, SIZE, 3), dtype=np.uint8)
             for kind, poly in _shapes(rng):
-                cv2.fillPoly(image, [poly.round().astype(np.int32)], (40, 40, 200) if kind == 'square' else (200, 200, 40))
+                colour = (40, 40, 200) if kind == 'square' else (200, 200, 40)
+                cv2.fillPoly(image, [poly.round().astype(np.int32)], colour)
                 (x1, y1), (x2, y2) = poly.min(0), poly.max(0)
                 anns.append(dict(id=ann_id, image_id=img_id, category_id=1 if kind == 'circle' else 2,
                                  bbox=[x1, y1, x2 - x1, y2 - y1], iscrowd=0,
@@ -190,7 +191,8 @@ def test_mask_folder_without_masks_is_named(tmp_path, capsys):
     # a single missing mask: counted, the first one named
     for jpg in sorted(masks.glob('*.jpg'))[1:]:
         jpg.rename(jpg.with_suffix('.png'))
-    with pytest.raises(DatasetError, match=rf"{masks} lacks the masks of 1 of the 4 images .*first: {masks / 'train_0.png'}"):
+    with pytest.raises(DatasetError, match=rf"{masks} lacks the masks of 1 of the 4 images .*"
+                                           rf"first: {masks / 'train_0.png'}"):
         _dataset(data)
 
     # no mask folder in the config at all

@@ -81,11 +81,12 @@ def test_cascade_swin_t_parameter_count_is_the_papers():
 
 @pytest.mark.parametrize('path', CASCADE, ids=_name)
 def test_cascade_is_the_swin_recipe(path):
-    """The Swin paper's Cascade Mask R-CNN (official configs/swin/cascade_mask_rcnn_swin_*_giou_4conv1f_adamw_3x_coco.py):
-    mmdet's cascade base with the 4conv1fc GIoU box heads and DETR-style
-    multi-scale + crop training of mmdet's ConvNeXt port of that recipe, the
-    rest of mmdet's cascade base, 36 epochs with lr steps at 27 and 33, AdamW
-    1e-4 (MAE: ViTDet's fine-tuning optimiser)."""
+    """The Swin paper's Cascade Mask R-CNN (official
+    configs/swin/cascade_mask_rcnn_swin_*_giou_4conv1f_adamw_3x_coco.py): the
+    4conv1fc GIoU box heads and DETR-style multi-scale + crop training of
+    mmdet's ConvNeXt port of that recipe, the rest of mmdet's cascade base,
+    36 epochs with lr steps at 27 and 33, AdamW 1e-4 (MAE: ViTDet's
+    fine-tuning optimiser)."""
     base = _reference('mmdet', '_base_/models/cascade-mask-rcnn_r50_fpn.py')
     port = _reference('mmdet', 'convnext/cascade-mask-rcnn_convnext-t-p4-w7_fpn_4conv1fc-giou_amp-ms-crop-3x_coco.py')
     cfg = Config.fromfile(str(path))
