@@ -174,7 +174,7 @@ def _dataset(root: Path, **prefix) -> BaseSegDataset:
                           metainfo=dict(classes=('background', 'building', 'road')), pipeline=[])
 
 
-def test_mask_folder_without_masks_is_named(tmp_path, capsys):
+def test_mask_folder_without_masks_is_named(tmp_path):
     data = write_seg_folder(tmp_path / 'data', num_val=0)
     masks = data / 'masks' / 'train'
     assert len(_dataset(data)) == 4
