@@ -29,7 +29,7 @@ FAMILIES = {
 def build_backbone(family_or_type: str, arch: str | None = None, **kwargs) -> nn.Module:
     """Our backbone for a family name (``swin``) or a type (``SwinTransformer``,
     ``densekit.SwinTransformer``), with ``arch`` and constructor ``kwargs``."""
-    import backbones  # noqa: F401  (registers the families)
+    import densekit.backbones  # noqa: F401  (registers the families)
     name = family_or_type.removeprefix('densekit.')
     name = FAMILIES.get(name.lower(), name)
     if name not in FAMILIES.values():
@@ -145,7 +145,7 @@ def build_model(config: str) -> nn.Module:
     from mmengine.registry import DefaultScope
 
     from .config import load_config, task_of
-    import backbones, heads, necks  # noqa: F401,E401  (register our modules)
+    import densekit.backbones, densekit.heads, densekit.necks  # noqa: F401,E401  (register our modules)
     cfg = load_config(config)
     task_of(cfg)
     with DefaultScope.overwrite_default_scope(cfg.default_scope):

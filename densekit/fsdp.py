@@ -37,10 +37,10 @@ def backbone_blocks() -> set[type[nn.Module]]:
     from timm.models.maxxvit import MbConvBlock
     from timm.models.vision_transformer import Block
 
-    from backbones.coatnet import CoAtTransformerBlock
-    from backbones.levit import LeViTBlock
-    from backbones.swin import SwinBlock
-    from backbones.vitae import NormalCell, ReductionCell
+    from densekit.backbones.coatnet import CoAtTransformerBlock
+    from densekit.backbones.levit import LeViTBlock
+    from densekit.backbones.swin import SwinBlock
+    from densekit.backbones.vitae import NormalCell, ReductionCell
     return {SwinBlock, Block, LeViTBlock, NormalCell, ReductionCell, CoAtTransformerBlock, MbConvBlock}
 
 

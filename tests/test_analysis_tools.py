@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import TINY_SEG, run_main
+from tests.helpers import TINY_SEG, run_main
 from densekit.analysis import count_complexity, find_scalars, read_scalars
 from densekit.convert import build_backbone
 

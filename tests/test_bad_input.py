@@ -10,7 +10,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from conftest import TINY_SEG
+from tests.helpers import TINY_SEG
 from densekit.datasets import DatasetError, SyntheticADEDataset
 
 

@@ -11,7 +11,7 @@ from statistics import median
 import pytest
 import torch
 
-from conftest import run_main, run_tool
+from tests.helpers import run_main, run_tool
 from densekit.benchmark import (Benchmark, build_models, build_ours, build_peers, cpu_peak_memory, model_workload,
                                 run_benchmark, synthetic_batch)
 from densekit.config import load_config, task_of
@@ -129,7 +129,7 @@ def test_cli_prints_tables_and_writes_json(tmp_path):
 def test_levit_inference_bias_cache_follows_the_weights():
     """The attention biases kept for inference (backbones.layers.cached_for_inference)
     are rebuilt when weights are loaded, and training never uses them."""
-    from backbones.levit import AttentionBias, LeViT
+    from densekit.backbones.levit import AttentionBias, LeViT
     torch.manual_seed(0)
     model = LeViT('128s', img_size=64, out_indices=(2, 3)).eval()
     other = LeViT('128s', img_size=64, out_indices=(2, 3)).eval()

@@ -18,8 +18,8 @@ import torch
 from safetensors.torch import save_file
 from timm.layers import resample_abs_pos_embed
 
-from backbones import SwinTransformer, VisionTransformer
-from conftest import TINY_SEG, run_main
+from densekit.backbones import SwinTransformer, VisionTransformer
+from tests.helpers import TINY_SEG, run_main
 from densekit.checkpoint import TRUST_ENV, load_file
 from densekit.convert import build_backbone, convert_checkpoint
 from densekit.inference import init_model

@@ -11,7 +11,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from conftest import ROOT, perturb, run_tool
+from tests.helpers import ROOT, perturb, run_tool
 
 import densekit  # noqa: F401  (registries)
 from densekit.datasets import DatasetError
@@ -101,7 +101,7 @@ def test_logits_match_timm(variant):
 
 
 def test_vit_out_type():
-    from backbones import VisionTransformer
+    from densekit.backbones import VisionTransformer
     vit = VisionTransformer(dict(embed_dims=32, depth=2, num_heads=2), img_size=32, out_type='cls_token').eval()
     maps = VisionTransformer(dict(embed_dims=32, depth=2, num_heads=2), img_size=32).eval()
     maps.load_state_dict(vit.state_dict())
@@ -116,7 +116,7 @@ def test_vit_out_type():
 
 def test_levit_head_trains_both_heads_and_averages_in_eval():
     from mmpretrain.structures import DataSample
-    from heads import LeViTDistilledClsHead
+    from densekit.heads import LeViTDistilledClsHead
     head = LeViTDistilledClsHead(num_classes=4, in_channels=8)
     feats = (torch.randn(6, 8),)
     samples = [DataSample().set_gt_label(i % 4) for i in range(6)]

@@ -23,7 +23,7 @@ import copy
 import pytest
 import torch
 
-from backbones import CoAtNet, ConvMixer, LeViT, MAEViT, SwinTransformer, VisionTransformer, ViTAE
+from densekit.backbones import CoAtNet, ConvMixer, LeViT, MAEViT, SwinTransformer, VisionTransformer, ViTAE
 
 # tiny archs, as in tests/backbones/test_<family>.py, with fewer blocks where
 # every code path stays (compilation time grows with the number of blocks):

@@ -112,7 +112,7 @@ def test_segmentation_configs_test_as_their_recipe():
 def test_swin_variants_follow_the_paper():
     """Swin-T/S/B backbone sizes of the paper (Table 1, classifier excluded):
     28M/50M/88M with the 1000-class head."""
-    from backbones import SwinTransformer
+    from densekit.backbones import SwinTransformer
     for arch, params in (('tiny', 28.3), ('small', 49.6), ('base', 87.8)):
         m = SwinTransformer(arch, out_norm='last')
         head = m.level_channels[-1] * 1000 + 1000

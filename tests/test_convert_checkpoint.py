@@ -12,7 +12,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from conftest import run_main
+from tests.helpers import run_main
 from densekit.convert import build_backbone, convert_checkpoint
 
 

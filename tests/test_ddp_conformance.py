@@ -13,8 +13,8 @@ import sys
 
 import torch
 
-from conftest import ROOT
-from test_distributed import DATA, free_port, run
+from tests.helpers import ROOT
+from tests.test_distributed import DATA, free_port, run
 
 FAMILIES = ('swin', 'vit', 'mae', 'vitae', 'levit', 'coatnet', 'convmixer')
 

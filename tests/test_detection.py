@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from mmengine.config import Config
 
-from conftest import ROOT, run_main
+from tests.helpers import ROOT, run_main
 from densekit.config import load_config
 from densekit.datasets import DatasetError
 from densekit.det_datasets import CocoDataset

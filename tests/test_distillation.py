@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from conftest import ROOT, run_main
+from tests.helpers import ROOT, run_main
 
 import densekit  # noqa: F401  (registries)
 from densekit.config import load_config

@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from conftest import ROOT
+from tests.helpers import ROOT
 
 DATA = ROOT / 'tests' / 'data'
 

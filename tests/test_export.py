@@ -15,7 +15,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import MODELS, DefaultScope
 
-from conftest import ROOT, TINY_SEG, perturb, run_tool
+from tests.helpers import ROOT, TINY_SEG, perturb, run_tool
 
 import densekit  # noqa: F401  (registries)
 

@@ -14,10 +14,10 @@ speed is measured by tools/benchmark.py).
 """
 import pytest
 import torch
-from test_compile import FAMILIES, _model  # tiny instances of every family
+from tests.test_compile import FAMILIES, _model  # tiny instances of every family
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from backbones import CoAtNet, ConvMixer, SwinTransformer, ViTAE
+from densekit.backbones import CoAtNet, ConvMixer, SwinTransformer, ViTAE
 
 TINY_SWIN = dict(embed_dims=16, depths=(2, 2, 1, 1), num_heads=(1, 2, 2, 4))
 TINY_COATNET = dict(stem_width=16, embed_dims=(16, 32, 64, 128), depths=(1, 1, 1, 1))
@@ -82,7 +82,7 @@ def test_swin_window_attention_takes_the_fused_cpu_kernel(training):
 def test_coatnet_attention_takes_the_fused_cpu_kernel_in_training():
     """timm's Attention2d hands SDPA a bias that requires grad: the math
     fallback. Ours (``coatnet.BiasedAttention2d``) runs the flash kernel."""
-    from backbones.coatnet import BiasedAttention2d
+    from densekit.backbones.coatnet import BiasedAttention2d
     model = _coatnet().train()
     with torch.profiler.profile() as prof:
         model(torch.randn(1, 3, 64, 64))
@@ -148,7 +148,7 @@ def test_convmixer_layout_follows_the_call(monkeypatch, capability, inference_la
     input's layout: channels-last under autograd; for inference, NCHW where
     oneDNN has only AVX2 (its NHWC depthwise kernel is the slow one there).
     Every layout gives the NCHW reference's maps."""
-    import backbones.base as base
+    import densekit.backbones.base as base
     monkeypatch.setattr(base, '_CPU_CAPABILITY', capability)
     model = _convmixer()
     nchw = {k: v.contiguous() for k, v in model.state_dict().items()}

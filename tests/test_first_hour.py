@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, TINY_SEG, run_main
+from tests.helpers import ROOT, TINY_SEG, run_main
 from densekit.config import (ConfigKeyError, check_options, check_pretrained, enable_visualization,
                              fit_log_interval, load_config)
 

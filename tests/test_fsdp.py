@@ -7,8 +7,8 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from conftest import ROOT
-from test_distributed import DATA, free_port, losses, run
+from tests.helpers import ROOT
+from tests.test_distributed import DATA, free_port, losses, run
 
 import densekit  # noqa: F401  (registries, weights-only loading)
 from densekit.fsdp import backbone_blocks, fsdp_strategy
@@ -69,7 +69,7 @@ def test_two_process_fsdp_matches_single_process(synthetic_ade, tmp_path):
 def test_fsdp_units_are_the_backbone_blocks():
     """The default wrap policy makes each SwinBlock an FSDP unit and nothing
     else (the rest shares the root unit)."""
-    from backbones.swin import SwinBlock
+    from densekit.backbones.swin import SwinBlock
     from torch.distributed.fsdp.wrap import ModuleWrapPolicy
     model = tiny_model()
     policy = ModuleWrapPolicy(backbone_blocks())
@@ -90,7 +90,7 @@ def test_strategy_config():
 
 
 def test_fsdp_without_launcher_is_refused(capsys):
-    from conftest import run_main
+    from tests.helpers import run_main
     with pytest.raises(SystemExit):
         run_main(capsys, 'train', CONFIG, '--strategy', 'fsdp')
     assert '--strategy fsdp shards the model over processes' in capsys.readouterr().err

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT
+from tests.helpers import ROOT
 from tools import gpu_check
 
 # (section, check) of every row a CPU run prints, and whether it runs there

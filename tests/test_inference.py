@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import TINY_SEG, run_tool
+from tests.helpers import TINY_SEG, run_tool
 from densekit.config import load_config
 from densekit.inference import inference, init_model
 from densekit.synthetic import CLASSES, PALETTE
@@ -15,7 +15,7 @@ from densekit.synthetic import CLASSES, PALETTE
 # A tiny Mask R-CNN on a 4-level Swin: no detection config ships yet.
 TINY_DET = """
 default_scope = 'mmdet'
-custom_imports = dict(imports=['densekit', 'backbones', 'necks', 'heads'], allow_failed_imports=False)
+custom_imports = dict(imports=['densekit.runtime', 'densekit.backbones', 'densekit.necks', 'densekit.heads'], allow_failed_imports=False)
 _base_ = ['mmdet::_base_/models/mask-rcnn_r50_fpn.py']
 model = dict(
     backbone=dict(_delete_=True, type='densekit.SwinTransformer',

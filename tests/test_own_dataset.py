@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_main
+from tests.helpers import ROOT, run_main
 from densekit.datasets import BaseSegDataset, DatasetError
 
 SEG_EXAMPLE = ROOT / 'configs' / 'examples' / 'upernet_swin-t_160k_my-seg-dataset.py'

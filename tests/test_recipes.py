@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from mmengine.config import Config
 
-from conftest import ROOT
+from tests.helpers import ROOT
 
 FAMILIES = ('swin', 'vit', 'mae', 'vitae', 'levit', 'coatnet', 'convmixer')
 FPN = sorted((ROOT / 'configs').glob('*/fpn_*_ade20k.py'))

@@ -2,7 +2,7 @@
 import pytest
 from mmengine.registry import init_default_scope
 
-from backbones import SwinTransformer
+from densekit.backbones import SwinTransformer
 
 
 @pytest.mark.parametrize('scope,registry', [

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT
+from tests.helpers import ROOT
 
 DATA = ROOT / 'tests' / 'data'
 

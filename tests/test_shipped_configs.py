@@ -19,7 +19,7 @@ import pytest
 import torch
 from mmengine.registry import DefaultScope
 
-from conftest import ROOT
+from tests.helpers import ROOT
 from densekit.config import load_config, task_of
 from densekit.distributed import convert_sync_batchnorm, distributed_cfg, revert_sync_batchnorm
 

@@ -10,7 +10,7 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from conftest import run_tool
+from tests.helpers import run_tool
 from densekit import synthetic
 from densekit.synthetic_coco import (CLASSES, MARKER, SPLITS, draw_sample, generate_coco_like,
                                      main, mask_to_polygons)

@@ -28,7 +28,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
-from conftest import ROOT, run_main
+from tests.helpers import ROOT, run_main
 from densekit.inference import init_model
 
 SCOPE_PACKAGE = {'mmseg': 'mmseg', 'mmdet': 'mmdet', 'mmpretrain': 'mmpretrain'}
@@ -334,7 +334,7 @@ def test_mae_pretrained_encoder_gives_the_toolbox_features(tmp_path):
     """mmpretrain's MAE pretraining checkpoint (mae_vit-base-p16_8xb512-amp-coslr-300e_in1k,
     reduced): its encoder loads into our MAEViT (``prefix='backbone.'``, decoder
     and neck ignored) and gives mmpretrain's unmasked features after the final norm."""
-    from backbones.mae import MAEViT
+    from densekit.backbones.mae import MAEViT
     pair = Pair('mmpretrain', 'mae/mae_vit-base-p16_8xb512-amp-coslr-300e_in1k.py', '',
                 dict(backbone=dict(arch=dict(_delete_=True, embed_dims=32, num_layers=3, num_heads=2,
                                              feedforward_channels=128)),

@@ -6,7 +6,7 @@ import cv2
 import pytest
 import torch
 
-from conftest import TINY_SEG, run_tool
+from tests.helpers import TINY_SEG, run_tool
 
 
 @pytest.fixture(scope='module')

@@ -14,13 +14,13 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, TINY_SEG, run_main
+from tests.helpers import ROOT, TINY_SEG, run_main
 
 sys.path.insert(0, str(ROOT / 'tests' / 'data'))
 from tiny_backbones import SUBSETS, TINY, tiny  # noqa: E402
 
 from densekit.config import ConfigKeyError, load_config  # noqa: E402
-from necks import SimpleFeaturePyramid  # noqa: E402
+from densekit.necks import SimpleFeaturePyramid  # noqa: E402
 
 
 @pytest.mark.parametrize('family', TINY)

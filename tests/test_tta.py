@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from conftest import TINY_SEG, run_main, run_tool
+from tests.helpers import TINY_SEG, run_main, run_tool
 
 
 def _tiny_model(cfg):
@@ -14,7 +14,7 @@ def _tiny_model(cfg):
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
 
-    import backbones  # noqa: F401  (registers our backbones)
+    import densekit.backbones  # noqa: F401  (registers our backbones)
     init_default_scope('mmseg')
     cfg.model.backbone.init_cfg = None
     torch.manual_seed(0)

@@ -13,7 +13,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, TINY_SEG, run_main
+from tests.helpers import ROOT, TINY_SEG, run_main
 from densekit import zoo
 
 

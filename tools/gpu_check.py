@@ -295,7 +295,7 @@ def build_backbone(family: str, device: str) -> torch.nn.Module:
     alone: this section runs while mmcv is still being built (no toolbox import)."""
     from mmengine.config import Config
 
-    import backbones
+    import densekit.backbones
     if device == 'cuda':
         cfg = Config.fromfile(os.path.join(ROOT, FAMILY_CONFIGS[family]), import_custom_modules=False)
         bcfg = dict(cfg.model.backbone, init_cfg=None)
@@ -414,7 +414,7 @@ def attention_cases(device: str) -> list[tuple[str, dict]]:
 
 
 def check_attention(report: Report, device: str) -> None:
-    from backbones.layers import TableBias, _attend, biased_attention
+    from densekit.backbones.layers import TableBias, _attend, biased_attention
     from densekit.benchmark import peak_memory
     amp = 'fp16' if device == 'cuda' else 'fp32'  # CPU: fp32, the dtype CPU training runs in
     dtype = DTYPES[amp]

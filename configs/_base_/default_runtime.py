@@ -2,7 +2,7 @@
 # Importing densekit registers its modules and allow-lists the types mmengine
 # checkpoints hold, so --resume works under torch's weights-only loading (also
 # with the toolboxes' own tools/train.py).
-custom_imports = dict(imports=['densekit', 'backbones', 'necks', 'heads'], allow_failed_imports=False)
+custom_imports = dict(imports=['densekit.runtime', 'densekit.backbones', 'densekit.necks', 'densekit.heads'], allow_failed_imports=False)
 env_cfg = dict(
     cudnn_benchmark=True,
     mp_cfg=dict(mp_start_method='fork', opencv_num_threads=0),

@@ -6,8 +6,8 @@ import torch
 from timm.layers import resize_rel_pos_bias_table
 from timm.models.maxxvit import MaxxVit, checkpoint_filter_fn
 
-from backbones.coatnet import CoAtNet, RelPosBias2d
-from conftest import (assert_checkpointing_matches, assert_drop_path_random_in_training_only,
+from densekit.backbones.coatnet import CoAtNet, RelPosBias2d
+from tests.helpers import (assert_checkpointing_matches, assert_drop_path_random_in_training_only,
                       input_and_bias_table_grads)
 
 # S1..S4 widths 16..128, 1-2 blocks per stage, dim_head 32: 2 and 4 heads in S3, S4

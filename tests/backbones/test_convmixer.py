@@ -5,8 +5,8 @@ import pytest
 import timm
 import torch
 
-from backbones.convmixer import ConvMixer
-from conftest import assert_checkpointing_matches
+from densekit.backbones.convmixer import ConvMixer
+from tests.helpers import assert_checkpointing_matches
 
 TINY = dict(dim=16, depth=3, kernel_size=5, patch_size=7, act='gelu')
 
@@ -120,7 +120,7 @@ def test_config_pairs_backbone_adapter_and_head():
 
     from mmengine.config import Config
 
-    from necks.pyramid_adapter import SimpleFeaturePyramid
+    from densekit.necks.pyramid_adapter import SimpleFeaturePyramid
     cfg = Config.fromfile(str(Path(__file__).parents[2] / 'configs' / 'upernet_convmixer-1536-20_ade20k.py'))
     assert cfg.model.backbone.type == 'densekit.ConvMixer'
     backbone = ConvMixer(**{k: v for k, v in cfg.model.backbone.items() if k not in ('type', 'init_cfg')})

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch.autograd.graph import saved_tensors_hooks
 
-from backbones.layers import TableBias, biased_attention
+from densekit.backbones.layers import TableBias, biased_attention
 
 
 def written_out(q, k, v, bias):

@@ -4,8 +4,8 @@ import pytest
 import timm
 import torch
 
-from backbones.levit import LeViT, resample_bias_table
-from conftest import assert_checkpointing_matches, assert_drop_path_random_in_training_only
+from densekit.backbones.levit import LeViT, resample_bias_table
+from tests.helpers import assert_checkpointing_matches, assert_drop_path_random_in_training_only
 
 TINY = dict(embed_dims=(32, 48, 64), key_dim=8, num_heads=(2, 3, 4), depths=(1, 1, 1))
 ALL = (0, 1, 2, 3, 4)

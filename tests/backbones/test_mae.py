@@ -7,8 +7,8 @@ import torch
 from mmengine.optim import build_optim_wrapper
 from torch import nn
 
-from backbones.mae import LayerDecayOptimWrapperConstructor, MAEViT, sincos_pos_embed_2d
-from backbones.vit import VisionTransformer
+from densekit.backbones.mae import LayerDecayOptimWrapperConstructor, MAEViT, sincos_pos_embed_2d
+from densekit.backbones.vit import VisionTransformer
 
 SMALL = dict(embed_dims=32, depth=6, num_heads=2)
 
@@ -153,7 +153,7 @@ def test_config_pairs_backbone_adapter_head_and_layer_decay():
 
     from mmengine.config import Config
 
-    from necks.pyramid_adapter import SimpleFeaturePyramid
+    from densekit.necks.pyramid_adapter import SimpleFeaturePyramid
     cfg = Config.fromfile(str(Path(__file__).parents[2] / 'configs' / 'upernet_mae-vit-b16_ade20k.py'))
     assert cfg.model.backbone.type == 'densekit.MAEViT'
     backbone = MAEViT(**{k: v for k, v in cfg.model.backbone.items() if k not in ('type', 'init_cfg')})

@@ -5,8 +5,8 @@ import pytest
 import timm
 import torch
 
-from backbones import SwinTransformer
-from conftest import (assert_checkpointing_matches, assert_drop_path_random_in_training_only,
+from densekit.backbones import SwinTransformer
+from tests.helpers import (assert_checkpointing_matches, assert_drop_path_random_in_training_only,
                       input_and_bias_table_grads)
 
 TINY = dict(embed_dims=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4))

@@ -4,8 +4,8 @@ import timm
 import torch
 from timm.layers import resample_abs_pos_embed
 
-from backbones.vit import VisionTransformer
-from conftest import assert_checkpointing_matches, assert_drop_path_random_in_training_only
+from densekit.backbones.vit import VisionTransformer
+from tests.helpers import assert_checkpointing_matches, assert_drop_path_random_in_training_only
 
 TINY = dict(embed_dims=32, depth=4, num_heads=2)
 
@@ -230,7 +230,7 @@ def test_config_pairs_backbone_adapter_and_head():
 
     from mmengine.config import Config
 
-    from necks.pyramid_adapter import SimpleFeaturePyramid
+    from densekit.necks.pyramid_adapter import SimpleFeaturePyramid
     cfg = Config.fromfile(str(Path(__file__).parents[2] / 'configs' / 'upernet_vit-b16_ade20k.py'))
     args = {k: v for k, v in cfg.model.backbone.items() if k not in ('type', 'init_cfg')}
     assert cfg.model.backbone.type == 'densekit.VisionTransformer' and args['out_indices'] == (2, 5, 8, 11)

@@ -21,7 +21,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from backbones.vitae import PRM, NormalCell, ReductionCell, TokenPerformer, ViTAE
+from densekit.backbones.vitae import PRM, NormalCell, ReductionCell, TokenPerformer, ViTAE
 
 # a narrow ViTAE (RC3 without attention needs token_dims[2] == 2 * embed_dims[2])
 SMALL_ARCH = dict(embed_dims=(8, 8, 16), token_dims=(8, 16, 32), depth=2, num_heads=2, mlp_ratio=2., group=4)

@@ -1,7 +1,7 @@
 """Tiny instances of the seven families for the multi-process and conformance
 tests: the archs of tests/test_compile.py (every code path, few blocks), built
 with any extra backbone arguments. Needs tests/data (or tests) on sys.path."""
-from backbones import CoAtNet, ConvMixer, LeViT, MAEViT, SwinTransformer, VisionTransformer, ViTAE
+from densekit.backbones import CoAtNet, ConvMixer, LeViT, MAEViT, SwinTransformer, VisionTransformer, ViTAE
 
 TINY = {
     'swin': (SwinTransformer, dict(arch=dict(embed_dims=16, depths=(2, 1, 1, 1), num_heads=(1, 2, 2, 4)),

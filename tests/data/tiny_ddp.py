@@ -23,6 +23,6 @@ env_cfg = dict(dist_cfg=dict(backend='gloo'))
 train_cfg = dict(max_iters=3, val_interval=100)
 val_dataloader = val_cfg = val_evaluator = None  # training only
 default_hooks = dict(checkpoint=dict(interval=3))
-custom_imports = dict(imports=['densekit', 'backbones', 'necks', 'heads', 'testing_hooks'],
+custom_imports = dict(imports=['densekit.runtime', 'densekit.backbones', 'densekit.necks', 'densekit.heads', 'testing_hooks'],
                       allow_failed_imports=False)
 custom_hooks = [dict(type='densekit.NonFiniteLossHook', action='stop'), dict(type='RecordLosses')]

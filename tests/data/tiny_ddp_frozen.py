@@ -12,4 +12,4 @@ env_cfg = dict(dist_cfg=dict(backend='gloo'))
 train_cfg = dict(max_iters=3, val_interval=100)
 val_dataloader = val_cfg = val_evaluator = None  # training only
 default_hooks = dict(checkpoint=dict(interval=3))
-custom_imports = dict(imports=['densekit', 'backbones', 'necks', 'heads'], allow_failed_imports=False)
+custom_imports = dict(imports=['densekit.runtime', 'densekit.backbones', 'densekit.necks', 'densekit.heads'], allow_failed_imports=False)

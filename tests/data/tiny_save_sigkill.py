@@ -2,7 +2,7 @@
 # writing checkpoint 2. Needs tests/data on PYTHONPATH (testing_hooks).
 _base_ = ['./tiny_resume.py']
 default_hooks = dict(checkpoint=dict(interval=1))
-custom_imports = dict(imports=['densekit', 'backbones', 'necks', 'heads', 'testing_hooks'],
+custom_imports = dict(imports=['densekit.runtime', 'densekit.backbones', 'densekit.necks', 'densekit.heads', 'testing_hooks'],
                       allow_failed_imports=False)
 custom_hooks = [
     dict(type='densekit.RandomStateHook'),

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from necks.pyramid_adapter import SimpleFeaturePyramid
+from densekit.necks.pyramid_adapter import SimpleFeaturePyramid
 
 STRIDES = (4, 8, 16, 32)
 
