@@ -3,8 +3,9 @@
 A wrong path or a bad file should cost seconds, not a day of GPU time with a
 stack trace from deep inside a worker: missing data roots say where the data
 is expected and how to get it, unreadable images and annotations name the file,
-labels outside the class range name the file and the values, and an
-annotation whose size differs from its image names both files.
+labels outside the class range name the file and the values, an image
+without its label map names the mask folder, and an annotation whose size
+differs from its image names both files.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import os.path as osp
 
 import numpy as np
 from mmseg.datasets import ADE20KDataset as MMSegADE20KDataset
+from mmseg.datasets import BaseSegDataset as MMSegBaseSegDataset
 
 from .registry import DATASETS
 
@@ -86,10 +88,30 @@ class CheckedSegDatasetMixin(NamedSampleErrorsMixin):
     def load_data_list(self) -> list[dict]:
         # checked here: mmengine's serialisation fails on an empty list first
         data_list = super().load_data_list()
+        img_dir = self.data_prefix.get('img_path', self.data_root)
         if not data_list:
             raise DatasetError(f"{type(self).__name__}: no images ending in {self.img_suffix} "
-                               f"under {self.data_prefix.get('img_path', self.data_root)}")
+                               f"under {img_dir}")
+        self._check_masks_exist(data_list, img_dir)
         return data_list
+
+    def _check_masks_exist(self, data_list: list[dict], img_dir: str) -> None:
+        # mmseg lists the images and assumes a mask beside each: a folder
+        # without them would fail in the first worker, naming one file
+        name = type(self).__name__
+        if any('seg_map_path' not in info for info in data_list):
+            raise DatasetError(f'{name}: no mask folder for the images under {img_dir}: set '
+                               "data_prefix=dict(img_path=..., seg_map_path=...) in the config")
+        paths = [info['seg_map_path'] for info in data_list]
+        if any('://' in path for path in paths):
+            return  # remote storage (backend_args): left to mmengine's file backends
+        missing = [path for path in paths if not osp.isfile(path)]
+        if missing:
+            folder = self.data_prefix.get('seg_map_path') or osp.dirname(missing[0])
+            raise DatasetError(
+                f'{name}: {folder} lacks the masks of {len(missing)} of the {len(paths)} images under '
+                f'{img_dir} (first: {missing[0]}); each image <name>{self.img_suffix} needs a label map '
+                f'<name>{self.seg_map_suffix} there (config keys data_prefix.seg_map_path, seg_map_suffix)')
 
     def _check_sizes_after_loading(self) -> None:
         # mmseg would crop/flip a wrong-size label map with its image and
@@ -132,6 +154,20 @@ def check_seg_map_size(results: dict) -> dict:
             f"{results['seg_map_path']}: annotation is {seg.shape[1]}x{seg.shape[0]} (WxH) but "
             f"its image {results['img_path']} is {shape[1]}x{shape[0]}")
     return results
+
+
+@DATASETS.register_module()
+class BaseSegDataset(CheckedSegDatasetMixin, MMSegBaseSegDataset):
+    """mmseg's dataset for any folder of images and label maps, with checked
+    inputs. Classes and palette come from the config's ``metainfo``::
+
+        dataset=dict(type='densekit.BaseSegDataset', data_root='data/my_data',
+                     data_prefix=dict(img_path='images/train', seg_map_path='masks/train'),
+                     img_suffix='.jpg', seg_map_suffix='.png',
+                     metainfo=dict(classes=('sky', 'road'), palette=[[70, 130, 180], [128, 64, 128]]))
+
+    Mask pixel values are class indices 0..N-1; 255 is ignored.
+    """
 
 
 @DATASETS.register_module()

@@ -43,13 +43,14 @@ def test_annotation_of_the_wrong_size_names_both_files(data, train):
     ds[1]  # the others still load
 
 
-def test_missing_annotation_names_the_files(data):
+def test_missing_annotation_names_the_folder_and_file(data):
+    """Checked when the dataset lists its files, before any training."""
     image = sorted((data / 'images' / 'training').glob('*.jpg'))[2]
     label = data / 'annotations' / 'training' / f'{image.stem}.png'
     label.unlink()
-    ds = dataset(data)
-    with pytest.raises(DatasetError, match=rf'cannot load sample 2 \({image}, {label}\)'):
-        ds[2]
+    with pytest.raises(DatasetError, match=rf"{label.parent} lacks the masks of 1 of the 8 images under "
+                                           rf"{image.parent} \(first: {label}\)"):
+        dataset(data)
 
 
 def test_empty_split_names_the_folder(data):

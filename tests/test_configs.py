@@ -7,6 +7,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from densekit.config import ConfigKeyError, check_options, load_config, task_of
+from densekit.wiring import check_wiring
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p for p in (ROOT / 'configs').rglob('*.py') if '_base_' not in p.parts)
@@ -35,27 +36,44 @@ def test_config_builds_model(path):
         _check_detection_pyramid(cfg, model)
         return
     assert task == 'segmentation'
-    if model.with_neck and cfg.model.neck.type == 'MultiLevelNeck':
+    necks = _necks(model)
+    if necks and type(necks[-1]).__name__ == 'MultiLevelNeck':
         # mmseg's neck (resizes by its scales; configs that load mmseg's ViT checkpoints)
         assert list(cfg.model.decode_head.in_channels) == [cfg.model.neck.out_channels] * len(cfg.model.neck.scales)
         return
+    check_wiring(model)  # every neck's and head's in_channels against what feeds it
     # isotropic backbones get their pyramid from the adapter neck
-    pyramid = model.neck if model.with_neck else model.backbone
-    assert list(cfg.model.decode_head.in_channels) == list(pyramid.out_channels)
+    pyramid = next((n for n in reversed(necks) if hasattr(n, 'out_strides')), model.backbone)
     assert tuple(pyramid.out_strides) == (4, 8, 16, 32)
+    if necks and type(necks[-1]).__name__ == 'FPN':  # Semantic FPN: the head upsamples from the FPN's strides
+        assert len(pyramid.out_channels) == necks[-1].num_outs
+        assert list(cfg.model.decode_head.feature_strides) == list(pyramid.out_strides)
+    else:
+        assert list(cfg.model.decode_head.in_channels) == list(pyramid.out_channels)
+
+
+def _necks(model) -> list:
+    """The model's necks in order: one, several (a config's list of necks
+    builds an nn.Sequential), or none."""
+    if not model.with_neck:
+        return []
+    return list(model.neck) if isinstance(model.neck, torch.nn.Sequential) else [model.neck]
 
 
 def _check_detection_pyramid(cfg: Config, model) -> None:
     """The neck reads the backbone's levels and the heads' strides are the neck's."""
-    if cfg.model.neck.type == 'densekit.SimpleFeaturePyramid':
+    necks = _necks(model)
+    check_wiring(model)  # every neck's and head's in_channels against what feeds it
+    if type(necks[-1]).__name__ == 'SimpleFeaturePyramid':
         # isotropic backbones: the adapter alone makes the 256-wide levels (ViTDet)
         assert cfg.model.neck.in_channels == model.backbone.out_channels[-1]
-        strides = list(model.neck.out_strides)
-        assert set(model.neck.out_channels) == {cfg.model.rpn_head.in_channels}
+        strides = list(necks[-1].out_strides)
+        assert set(necks[-1].out_channels) == {cfg.model.rpn_head.in_channels}
     else:  # mmdet's FPN: levels from start_level on, extra levels at twice the stride
-        assert list(cfg.model.neck.in_channels) == list(model.backbone.out_channels)
-        strides = list(model.backbone.out_strides)[cfg.model.neck.get('start_level', 0):]
-        while len(strides) < cfg.model.neck.num_outs:
+        fpn, feeding = necks[-1], (necks[-2] if len(necks) > 1 else model.backbone)  # the adapter, if any
+        assert list(fpn.in_channels) == list(feeding.out_channels)
+        strides = list(feeding.out_strides)[fpn.start_level:]
+        while len(strides) < fpn.num_outs:
             strides.append(strides[-1] * 2)
     head = cfg.model.get('rpn_head') or cfg.model.bbox_head
     assert list(head.anchor_generator.strides) == strides
@@ -159,6 +177,7 @@ def _det_batch(cfg: Config) -> dict:
     from mmdet.structures.mask import BitmapMasks
     from mmengine.structures import InstanceData
     head = cfg.model.roi_head.bbox_head if 'roi_head' in cfg.model else cfg.model.bbox_head
+    head = head[0] if isinstance(head, list) else head  # Cascade R-CNN: one head per stage
     boxes = torch.tensor([[8., 16., 40., 48.], [30., 4., 60., 30.]])
     masks = np.zeros((2, 64, 64), np.uint8)
     for m, (x1, y1, x2, y2) in zip(masks, boxes.int().tolist()):
@@ -205,7 +224,10 @@ def test_config_two_training_steps(path):
     if 'roi_head' in cfg.model:
         # 64 sampled RoIs per image, not 512: the mask head's CPU time grows
         # with the positives (up to a quarter of them); the wiring is the same
-        cfg.model.train_cfg.rcnn.sampler.num = 64
+        stages = cfg.model.train_cfg.rcnn
+        for stage in stages if isinstance(stages, list) else [stages]:
+            # Cascade R-CNN: 16, for 3 stages of 4-conv box heads and mask heads
+            stage.sampler.num = 16 if isinstance(stages, list) else 64
     torch.manual_seed(0)
     batch = {'classification': _cls_batch, 'detection': _det_batch, 'segmentation': _seg_batch,
              'pretraining': _mae_batch}['pretraining' if cfg.model.type == 'MAE' else task_of(cfg)](cfg)
@@ -218,7 +240,9 @@ def test_config_two_training_steps(path):
     for _ in range(2):
         losses = model.train_step(batch, optim)
         assert all(torch.isfinite(v).all() for v in losses.values())
-    if 'roi_head' in cfg.model:  # Mask R-CNN: box and mask branches both trained
-        assert {'loss_rpn_cls', 'loss_bbox', 'loss_mask'} <= set(losses)
+    if 'roi_head' in cfg.model:  # (Cascade) Mask R-CNN: box and mask branches of every stage trained
+        num_stages = cfg.model.roi_head.get('num_stages')
+        stages = [f's{i}.' for i in range(num_stages)] if num_stages else ['']
+        assert {'loss_rpn_cls', *(s + k for s in stages for k in ('loss_bbox', 'loss_mask'))} <= set(losses)
     moved = sum(not torch.equal(a, b) for a, b in zip(before, model.backbone.parameters()))
     assert moved > 0.9 * len(before)

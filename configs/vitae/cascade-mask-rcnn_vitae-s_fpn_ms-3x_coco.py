@@ -1,0 +1,24 @@
+# Cascade Mask R-CNN + ViTAE-S, FPN, 3x with multi-scale + crop training on COCO 2017.
+# The recipe of swin/cascade-mask-rcnn_swin-t_fpn_ms-3x_coco.py (the Swin paper's:
+# 4conv1fc box heads with GIoU, multi-scale + crop training, 3x, AdamW 1e-4,
+# weight decay 0.05, 16 images per batch), with the backbone of mask-rcnn_vitae-s_coco.py
+# (96/192/384/384 at strides 4-32, drop path 0.1). The ViTAE paper reports no
+# detection results and this config has not been trained here.
+# Weights: the official ViTAE-S.pth.tar (needs DENSEKIT_TRUST_CHECKPOINTS=1):
+#   --cfg-options model.backbone.init_cfg.checkpoint=PATH
+_base_ = [
+    '../_base_/models/cascade-mask-rcnn_fpn.py', '../_base_/datasets/coco_instance_ms-crop.py',
+    '../_base_/default_runtime.py', '../_base_/schedules/schedule_3x.py'
+]
+model = dict(
+    backbone=dict(
+        type='densekit.ViTAE',
+        arch='small',
+        drop_path_rate=0.1,
+        out_indices=(0, 1, 2, 3),
+        init_cfg=dict(type='Pretrained', checkpoint='pretrained/ViTAE-S.pth.tar')),
+    neck=dict(in_channels=[96, 192, 384, 384]))
+# BatchNorm in the PCMs, 2 images per GPU: synchronised in distributed training
+sync_bn = 'torch'
+env_cfg = dict(cudnn_benchmark=False)  # images of many sizes
+log_processor = dict(by_epoch=True)
