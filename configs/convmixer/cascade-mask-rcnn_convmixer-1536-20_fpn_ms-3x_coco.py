@@ -26,6 +26,6 @@ model = dict(
     ])
 # BatchNorm after every convolution, 2 images per GPU: synchronised in distributed training
 sync_bn = 'torch'
-optim_wrapper = dict(paramwise_cfg=dict(_delete_=True, norm_decay_mult=0., bias_decay_mult=0.))
+optim_wrapper = dict(paramwise_cfg=dict(norm_decay_mult=0., bias_decay_mult=0.))
 env_cfg = dict(cudnn_benchmark=False)  # images of many sizes
 log_processor = dict(by_epoch=True)

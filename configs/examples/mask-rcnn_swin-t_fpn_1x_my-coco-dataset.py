@@ -6,7 +6,7 @@
 # numbers them; the files' other categories are left out. Copy this file and set
 # data_root, the classes and their drawing colours. Files without masks: base
 # it on ../retinanet_swin-t_fpn_1x_coco.py and set model.bbox_head.num_classes.
-_base_ = ['../mask-rcnn_swin-t_fpn_1x_coco.py']
+_base_ = ['../swin/mask-rcnn_swin-t_fpn_1x_coco.py']
 data_root = 'data/my-coco-dataset/'
 metainfo = dict(classes=('circle', 'square'), palette=[(220, 20, 60), (0, 0, 142)])
 model = dict(roi_head=dict(bbox_head=dict(num_classes=2), mask_head=dict(num_classes=2)))

@@ -25,10 +25,10 @@ model = dict(
              out_strides=(4, 8, 16, 32), mode='simple'),
         dict(type='FPN', in_channels=[256, 256, 256, 256], out_channels=256, num_outs=5),
     ])
-# layer-wise decay sets every group's lr and decay: the schedule's custom keys do not apply
+# layer-wise decay sets every group's lr and decay
 optim_wrapper = dict(
     optimizer=dict(weight_decay=0.1),
     constructor='LayerDecayOptimWrapperConstructor',
-    paramwise_cfg=dict(_delete_=True, layer_decay_rate=0.7))
+    paramwise_cfg=dict(layer_decay_rate=0.7))
 env_cfg = dict(cudnn_benchmark=False)  # images of many sizes
 log_processor = dict(by_epoch=True)

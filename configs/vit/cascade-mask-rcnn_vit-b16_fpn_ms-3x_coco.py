@@ -24,6 +24,12 @@ model = dict(
              out_strides=(4, 8, 16, 32), mode='simple'),
         dict(type='FPN', in_channels=[256, 256, 256, 256], out_channels=256, num_outs=5),
     ])
-optim_wrapper = dict(paramwise_cfg=dict(custom_keys={'cls_token': dict(decay_mult=0.)}))
+optim_wrapper = dict(
+    paramwise_cfg=dict(
+        custom_keys={
+            'pos_embed': dict(decay_mult=0.),
+            'cls_token': dict(decay_mult=0.),
+            'norm': dict(decay_mult=0.),
+        }))
 env_cfg = dict(cudnn_benchmark=False)  # images of many sizes
 log_processor = dict(by_epoch=True)

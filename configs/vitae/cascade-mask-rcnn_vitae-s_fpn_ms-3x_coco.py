@@ -20,5 +20,11 @@ model = dict(
     neck=dict(in_channels=[96, 192, 384, 384]))
 # BatchNorm in the PCMs, 2 images per GPU: synchronised in distributed training
 sync_bn = 'torch'
+# no weight decay on norms, position embeddings and relative-position tables
+optim_wrapper = dict(paramwise_cfg=dict(norm_decay_mult=0., custom_keys={
+    'relative_position_bias_table': dict(decay_mult=0.),
+    'pos_embed': dict(decay_mult=0.),
+    'norm': dict(decay_mult=0.),
+}))
 env_cfg = dict(cudnn_benchmark=False)  # images of many sizes
 log_processor = dict(by_epoch=True)
