@@ -53,8 +53,8 @@ def test_every_config_is_in_exactly_one_metafile(known):
     assert sorted(listed) == configs
 
 
-def test_readme_table_agrees_with_the_metafiles():
-    readme = (ROOT / 'README.md').read_text()
+def test_model_zoo_table_agrees_with_the_metafiles():
+    readme = (ROOT / 'configs' / 'model_zoo.md').read_text()
     assert zoo.replace_table(readme, zoo.render_table()) == readme, 'run python tools/model_table.py'
 
 

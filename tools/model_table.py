@@ -1,9 +1,9 @@
 #!/usr/bin/env python
-"""Regenerate the README's model zoo table from the metafiles (the toolboxes'
-and configs/<family>/metafile.yml), or check that it is up to date.
+"""Regenerate the model zoo table (configs/model_zoo.md) from the metafiles
+(the toolboxes' and configs/<family>/metafile.yml), or check that it is up to date.
 
-    python tools/model_table.py           # rewrite the table in README.md
-    python tools/model_table.py --check   # exit 1 if README.md differs from the metafiles
+    python tools/model_table.py           # rewrite the table in configs/model_zoo.md
+    python tools/model_table.py --check   # exit 1 if the file differs from the metafiles
 """
 import argparse
 import sys
@@ -14,7 +14,8 @@ from densekit.cli import user_errors
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--readme', default=str(zoo.ROOT / 'README.md'))
+    parser.add_argument('--file', dest='readme', default=str(zoo.ROOT / 'configs' / 'model_zoo.md'),
+                        help='the Markdown file holding the table markers (default: configs/model_zoo.md)')
     parser.add_argument('--check', action='store_true', help='only compare; exit 1 when they differ')
     args = parser.parse_args(argv)
     with user_errors('model_table'):
