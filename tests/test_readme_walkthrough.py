@@ -49,13 +49,14 @@ def _walkthrough(tmp_path):
     assert [o.shape[1] for o in outs] == [32, 64, 128, 256]
     assert net.out_strides == (4, 8, 16, 32)
 
-    # the config, with its _base_ pointing at the shipped config
-    text = _block('# configs/upernet_mynet_ade20k.py').replace(
-        "'upernet_swin_ade20k.py'", repr(str(ROOT / 'configs' / 'upernet_swin_ade20k.py')))
-    (tmp_path / 'upernet_mynet_ade20k.py').write_text(text)
-    cfg = Config.fromfile(str(tmp_path / 'upernet_mynet_ade20k.py'))
-    assert cfg.model.backbone.type == 'densekit.MyNet'
-    assert 'window_size' not in cfg.model.backbone  # _delete_ dropped Swin's keys
+    # the config, saved beside the shipped bases as the README says
+    mine = tmp_path / 'configs' / 'mynet' / 'upernet_mynet_160k_ade20k.py'
+    mine.parent.mkdir(parents=True)
+    (tmp_path / 'configs' / '_base_').symlink_to(ROOT / 'configs' / '_base_')
+    mine.write_text(_block('# configs/mynet/upernet_mynet_160k_ade20k.py'))
+    cfg = Config.fromfile(str(mine))
+    assert cfg.model.backbone == dict(type='densekit.MyNet', widths=(32, 64, 128, 256),
+                                      init_cfg=dict(type='Pretrained', checkpoint='pretrained/mynet.pth'))
     cfg.model.backbone.init_cfg = None
     init_default_scope('mmseg')
     from mmengine.registry import MODELS
