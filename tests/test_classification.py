@@ -18,7 +18,8 @@ from densekit.datasets import DatasetError
 
 CONFIGS = ROOT / 'configs'
 # variant (the name's backbone field) -> its ImageNet config, configs/<family>/<variant>_<schedule>_imagenet.py
-CLS_CONFIGS = {p.name.split('_')[0]: p for p in CONFIGS.glob('*/*_imagenet.py')}
+# (mae_*_imagenet.py is MAE pretraining: no classifier)
+CLS_CONFIGS = {p.name.split('_')[0]: p for p in CONFIGS.glob('*/*_imagenet.py') if not p.name.startswith('mae_')}
 
 # variant -> (the paper's parameter count in M, timm model of the same architecture or None)
 PAPER_PARAMS = {
