@@ -113,16 +113,23 @@ def default_input_shape(cfg) -> tuple[int, int]:
 
 def build_model_from_config(cfg) -> nn.Module:
     """The config's model on CPU with random weights (no pretrained loading:
-    counting needs only the architecture)."""
+    counting needs only the architecture), its channel wiring checked.
+
+    Raises:
+        ValueError: a neck or head ``in_channels`` unset or not matching the backbone."""
     from mmengine.registry import MODELS, init_default_scope
 
     from densekit.config import task_of
     task_of(cfg)  # a config without a toolbox scope fails here, with a clear message
+    from densekit.wiring import check_widths_set, check_wiring
     init_default_scope(cfg.default_scope)
     model_cfg = cfg.model
     if isinstance(model_cfg.get('backbone'), dict):
         model_cfg.backbone.init_cfg = None
-    return MODELS.build(model_cfg)
+    check_widths_set(model_cfg)
+    model = MODELS.build(model_cfg)
+    check_wiring(model)  # the widths before the count: a misfit would fail inside a head
+    return model
 
 
 # -- training curves ---------------------------------------------------------

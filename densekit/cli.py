@@ -15,7 +15,7 @@ from mmengine.config import DictAction
 from mmengine.runner import FlexibleRunner, Runner
 
 from .datasets import DatasetError
-from .wiring import check_wiring
+from .wiring import check_widths_set, check_wiring
 
 # Errors whose message already says what is wrong and where: the tools print
 # them on one line instead of a traceback (DENSEKIT_DEBUG=1 shows it anyway).
@@ -121,7 +121,9 @@ def overrides_in_build(err: BaseException, cfg_options: dict | None) -> list[str
             if isinstance(built, dict) and 'type' in built:
                 builds.append(built)
         tb = tb.tb_next
-    for built in reversed(builds):  # innermost first
+    if type(err).__name__ == 'DatasetError' or isinstance(err, FileNotFoundError):
+        return []  # these name the file or folder at fault themselves
+    for built in builds[-1:]:  # the innermost: a dataset failing inside a loop's build is not the loop's fault
         found = [f'{key}={value}' for key, value in cfg_options.items() if _holds(built, key.split('.'), value)]
         if found:
             kind = built['type'] if isinstance(built['type'], str) else getattr(built['type'], '__name__', '?')
@@ -311,8 +313,11 @@ def build_runner(cfg, flexible: bool = False, verbose: bool = False, testing: bo
     wiring checked (:func:`densekit.wiring.check_wiring`) before anything runs.
     ``testing`` (tools/test.py): the config dump goes to the run's timestamped
     folder, and the metrics line is left to the tool. Prints where the full log goes."""
+    from mmengine.registry import init_default_scope
     cls = QuietFlexibleRunner if flexible else QuietRunner
     cls.verbose, cls.testing = verbose, testing
+    init_default_scope(cfg.get('default_scope', 'mmengine'))
+    check_widths_set(cfg.model)
     runner = cls.from_cfg(cfg)
     check_wiring(runner.model)  # FlexibleRunner builds its model later: then nothing to check
     if runner.rank == 0:

@@ -79,9 +79,12 @@ def check_options(cfg: Config, options: dict) -> None:
         if parts[0] not in root:
             if parts[0] in known:
                 continue  # read by the runner with a default: a deliberate new entry
+            if parts[0] in READ_BY_DENSEKIT:
+                continue
             close = difflib.get_close_matches(parts[0], sorted(set(root) | known), n=3, cutoff=0.75)
             if close:
                 raise ConfigKeyError(_unknown(key, parts[0], '', sorted(set(root) | known), close))
+            raise ConfigKeyError(_new_top_level(root, key, options[key]))
         parent, missing = _lookup(root, parts[:-1])
         where = '.'.join(parts[:parts.index(missing)]) if missing else '.'.join(parts[:-1])
         if missing is not None:
@@ -99,6 +102,19 @@ def check_options(cfg: Config, options: dict) -> None:
 # Top-level keys that DenseKit itself reads after the file is loaded
 # (load_config moves every dataloader with data_root).
 READ_BY_DENSEKIT = {'data_root'}
+
+
+def _new_top_level(root: dict, key: str, value: Any) -> str:
+    """The message for a top-level key the config does not have: nothing reads
+    it, so it would change nothing. Names the keys of that name deeper down
+    (``train_cfg.max_iters`` for ``max_iters``)."""
+    name = key.split('.')[0]
+    rest = key[len(name):]
+    deeper = [where for where, _ in _walk(root) if where.rsplit('.', 1)[-1] == name][:3]
+    head = f"--cfg-options {key}={value}: the config has no top-level '{name}', and nothing reads a new one"
+    if deeper:
+        return f'{head}: set {" or ".join(w + rest for w in deeper)} instead'
+    return f'{head}: set the nested key that holds the value (e.g. model.backbone.{name})'
 
 
 def _read_time_only(root: dict, key: str, value: Any, known: set) -> str:
@@ -213,7 +229,15 @@ def load_config(path: str, options: dict | None = None) -> Config:
     """
     if not osp.isfile(path):
         raise FileNotFoundError(f'config file not found: {path}{_closest_configs(path)}')
-    cfg = Config.fromfile(path)
+    try:
+        cfg = Config.fromfile(path)
+    except FileNotFoundError as err:  # a _base_ of the file (or of its bases)
+        if not err.filename or osp.abspath(err.filename) == osp.abspath(path):
+            raise
+        raise FileNotFoundError(
+            f"{path}: its _base_ chain names {osp.normpath(err.filename)}, which does not exist (a relative "
+            f"_base_ is resolved against the folder of the file that names it; a config copied elsewhere "
+            f"needs the path to DenseKit's configs/, e.g. '{osp.join(REPO, 'configs', 'swin', '...')}')") from None
     if options:
         _open_none_parents(cfg._cfg_dict, options)
         check_options(cfg, options)

@@ -10,6 +10,38 @@ from __future__ import annotations
 from torch import nn
 
 HEADS = ('decode_head', 'auxiliary_head', 'head', 'rpn_head', 'bbox_head')
+# where a backbone-neutral model base (configs/_base_/models/) leaves the widths to the family file
+WIDTH_KEYS = ('neck', 'decode_head', 'auxiliary_head', 'head')
+
+
+def check_widths_set(model_cfg: dict) -> None:
+    """Before the model is built: the ``in_channels`` a config must state for its
+    backbone are not left ``None`` (the toolboxes would fail on a bare assert).
+
+    Raises:
+        ValueError: naming each unset key and, where the backbone builds, the
+            channels it returns.
+    """
+    unset = []
+    for name in WIDTH_KEYS:
+        node = model_cfg.get(name) if isinstance(model_cfg, dict) else None
+        modules = node if isinstance(node, (list, tuple)) else [node]
+        for i, module in enumerate(modules):
+            if isinstance(module, dict) and 'in_channels' in module and module['in_channels'] is None:
+                unset.append(f'model.{name}' + (f'.{i}' if isinstance(node, (list, tuple)) else '') + '.in_channels')
+    if not unset:
+        return
+    hint = ''
+    backbone = model_cfg.get('backbone')
+    if isinstance(backbone, dict) and backbone.get('type'):
+        try:
+            from mmengine.registry import MODELS
+            built = MODELS.build(dict(backbone, init_cfg=None))
+            hint = f' (the backbone, {backbone["type"]}, returns channels {list(built.out_channels)})'
+        except Exception:  # the hint is optional; the missing key is the error
+            pass
+    raise ValueError(f'{", ".join(unset)} not set: the model base leaves the widths the backbone feeds to the '
+                     f'config; set them{hint}')
 
 
 def check_wiring(model: nn.Module) -> None:

@@ -264,3 +264,67 @@ def test_help_examples_are_whole_commands_of_that_tool(tool, capsys):
         for word in words[2:]:
             assert not word.startswith('--') or word in options, f'{word} in: {example}'
             assert not word.startswith('configs/') or (ROOT / word).is_file(), f'{word} in: {example}'
+
+
+# --------------------------------------------------------------- found by the fresh new-user pass
+
+def test_a_top_level_key_the_config_lacks_is_refused_naming_the_nested_key():
+    """The recipes have no top-level ``max_iters`` (the schedule sets train_cfg.max_iters):
+    ``max_iters=4`` would add an entry nothing reads and train the full schedule."""
+    with pytest.raises(ConfigKeyError) as exc:
+        load_config(str(ROOT / 'configs' / 'levit' / 'upernet_levit-128s_160k_ade20k.py'), {'max_iters': 4})
+    assert "no top-level 'max_iters'" in str(exc.value) and 'set train_cfg.max_iters instead' in str(exc.value)
+    with pytest.raises(ConfigKeyError, match="no top-level 'foo'"):
+        load_config(str(TINY_SEG), {'foo': 1})
+    load_config(str(TINY_SEG), {'data_root': 'data/x', 'work_dir': 'w'})  # read by DenseKit / the Runner
+
+
+def test_widths_a_base_leaves_unset_are_named_before_the_model_is_built(tmp_path):
+    """A config on a backbone-neutral base that forgets ``in_channels``: one line naming the
+    keys and the backbone's channels, not the toolbox's bare assert (flops_params builds it)."""
+    from densekit.analysis import build_model_from_config
+    bases = ROOT / 'configs' / '_base_'
+    mine = tmp_path / 'mine.py'
+    mine.write_text(f"_base_ = ['{bases}/models/upernet.py', '{bases}/datasets/ade20k.py', "
+                    f"'{bases}/default_runtime.py', '{bases}/schedules/schedule_160k.py']\n"
+                    "model = dict(backbone=dict(type='densekit.SwinTransformer', arch='tiny', "
+                    "out_indices=(0, 1, 2, 3)))\n")
+    with pytest.raises(ValueError) as exc:
+        build_model_from_config(load_config(str(mine)))
+    assert str(exc.value).startswith('model.decode_head.in_channels, model.auxiliary_head.in_channels not set')
+    assert 'returns channels [96, 192, 384, 768]' in str(exc.value)
+
+
+def test_a_dataset_error_is_not_blamed_on_an_override():
+    """The loop's build holds train_cfg.max_iters; the dataset failing inside it is not the loop's fault."""
+    from mmengine.registry import build_from_cfg
+
+    from densekit.cli import overrides_in_build
+    from densekit.datasets import DatasetError
+
+    class Loop:
+        def __init__(self, max_iters):
+            raise DatasetError('data/x/masks/train lacks the masks of 1 of the 8 images')
+
+    class Broken:
+        def __init__(self, max_iters):
+            raise TypeError("'int' object is not iterable")
+
+    from mmengine.registry import Registry
+    registry = Registry('probe')
+    registry.register_module(module=Loop)
+    registry.register_module(module=Broken)
+    for cls, blamed in ((Loop, []), (Broken, ['Broken', 'train_cfg.max_iters=2'])):
+        try:
+            build_from_cfg(dict(type=cls.__name__, max_iters=2), registry)
+        except Exception as err:  # noqa: BLE001 (the probe raises what it was given)
+            assert overrides_in_build(err, {'train_cfg.max_iters': 2}) == blamed
+
+
+def test_a_copied_config_whose_base_is_gone_names_the_base(tmp_path):
+    copied = tmp_path / 'my_seg.py'
+    copied.write_text((ROOT / 'configs' / 'examples' / 'upernet_swin-t_160k_my-seg-dataset.py').read_text())
+    with pytest.raises(FileNotFoundError) as exc:
+        load_config(str(copied))
+    assert str(exc.value).startswith(f'{copied}: its _base_ chain names {tmp_path.parent / "upernet_swin_ade20k.py"}')
+    assert str(ROOT / 'configs' / 'swin') in str(exc.value)

@@ -224,7 +224,7 @@ def test_cascade_recipe_on_own_coco_data_under_ddp(tmp_path):
     Mask R-CNN recipe at test size on the COCO-format data: its SyncBN box heads
     run as per-process BN, every stage's losses are finite, both iterations train."""
     from densekit.config import load_config
-    from test_distributed import free_port, run
+    from tests.test_distributed import free_port, run
     data = write_coco(tmp_path / 'my-coco-dataset')
     cfg = load_config(str(ROOT / 'configs' / 'swin' / 'cascade-mask-rcnn_swin-t_fpn_ms-3x_coco.py'),
                       {'data_root': f'{data}/'})
