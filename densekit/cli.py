@@ -73,13 +73,15 @@ def user_errors(tool: str, cfg_options: dict | None = None, verbose: bool = Fals
         import traceback
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         culprits = overrides_in_build(err, cfg_options)
+        if any(c.split('=')[0] in str(msg) for c in culprits[1:]):
+            culprits = []  # the message names the key already
         if culprits:
             msg = (f'{msg} (raised building {culprits[0]}, where you set --cfg-options '
                    f'{" ".join(culprits[1:])}: check that value)')
         trace = ''.join(traceback.format_exception(err))
         if verbose:
             print(trace, end='', file=sys.stderr)
-        log_file = _log_traceback(trace)
+        log_file = _log_traceback(trace) if tool in ('train', 'test') else None  # only those have a run's log
         print(f'{tool}: error: {type(err).__name__}: {msg}', file=sys.stderr)
         if not verbose:
             where = f'in {log_file}' if log_file else 'with --verbose' if _has_verbose(tool) else \

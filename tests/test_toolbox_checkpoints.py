@@ -120,7 +120,7 @@ PAIRS = {
 }
 for variant, depths in (('tiny', (1, 1, 2, 1)), ('small', (1, 1, 3, 1)), ('base', (1, 1, 2, 1))):
     PAIRS[f'swin-{variant[0]}-in1k'] = Pair(
-        'mmpretrain', f'swin_transformer/swin-{variant}_16xb64_in1k.py', f'swin-{variant[0]}_imagenet.py',
+        'mmpretrain', f'swin_transformer/swin-{variant}_16xb64_in1k.py', f'swin/swin-{variant[0]}_300e_imagenet.py',
         dict(backbone=dict(arch=dict(_delete_=True, embed_dims=16, depths=list(depths), num_heads=[1, 2, 2, 4]))),
         dict(backbone=dict(arch=dict(_delete_=True, embed_dims=16, depths=depths, num_heads=(1, 2, 2, 4)))),
         dict(head=dict(in_channels=128, num_classes=10)), 224)  # small maps: windows shrink as in Swin's
@@ -130,14 +130,14 @@ PAIRS['vit-b16-in1k'] = Pair(
     dict(backbone=dict(arch=dict(_delete_=True, embed_dims=32, depth=3, num_heads=2))),
     dict(head=dict(in_channels=32, num_classes=10)), 224)  # the position grid it was trained at
 for arch in ('128s', '128', '192', '256', '384'):  # published widths, at 64x64 (bias tables built for it)
-    PAIRS[f'levit-{arch}-in1k'] = Pair('mmpretrain', f'levit/levit-{arch}_8xb256_in1k.py', f'levit-{arch}_imagenet.py',
+    PAIRS[f'levit-{arch}-in1k'] = Pair('mmpretrain', f'levit/levit-{arch}_8xb256_in1k.py', f'levit/levit-{arch}_1000e_imagenet.py',
                                        dict(backbone=dict(img_size=64)), dict(backbone=dict(img_size=64)),
                                        dict(head=dict(num_classes=10)), 64, full_size_input=224)
 for arch in ('768-32', '1024-20', '1536-20'):
     embed, depth, patch, kernel, act = {'768-32': (16, 3, 7, 7, 'relu'), '1024-20': (24, 2, 14, 9, 'gelu'),
                                         '1536-20': (32, 2, 7, 9, 'gelu')}[arch]
     PAIRS[f'convmixer-{arch}-in1k'] = Pair(
-        'mmpretrain', f'convmixer/convmixer-{arch}_10xb64_in1k.py', f'convmixer-{arch}_imagenet.py',
+        'mmpretrain', f'convmixer/convmixer-{arch}_10xb64_in1k.py', f'convmixer/convmixer-{arch}_150e_imagenet.py',
         dict(backbone=dict(arch=dict(_delete_=True, embed_dims=embed, depth=depth, patch_size=patch,
                                      kernel_size=kernel))),
         dict(backbone=dict(arch=dict(_delete_=True, dim=embed, depth=depth, patch_size=patch, kernel_size=kernel,

@@ -43,11 +43,11 @@ def main(argv=None):
         task_of(cfg)
         cfg.launcher = args.launcher
         cfg.work_dir = args.work_dir or cfg.get('work_dir') or work_dir_for(args.config)
+        if args.tta:  # a config that cannot do TTA is refused before its data is looked for
+            print(enable_tta(cfg, args.config))
         check_data(cfg, ('test_dataloader',))  # before the Runner creates the work dir
         show_dir = enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
         out = os.path.join(cfg.work_dir, args.out) if args.out and not os.path.isabs(args.out) else args.out
-        if args.tta:
-            print(enable_tta(cfg, args.config))
         # readable and weights-only, before building anything
         state = extract_state_dict(release_state_dict(load_file(args.checkpoint)))
         cfg.load_from = None

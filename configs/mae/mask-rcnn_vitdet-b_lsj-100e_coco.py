@@ -25,6 +25,9 @@ _base_ = ['mask-rcnn_mae-vit-b16_1x_coco.py']
 image_size = (1024, 1024)
 norm_cfg = dict(type='mmpretrain.LN2d', eps=1e-6, requires_grad=True)  # detectron2's "LN" on NCHW maps
 model = dict(
+    # test images pad to 1024x1024 here, after normalisation (zeros, as detectron2's square_pad), so that
+    # img_shape stays the resized image's and boxes are clipped to it, not to the padding
+    data_preprocessor=dict(pad_size_divisor=1024),
     backbone=dict(
         img_size=1024,
         window_size=14,
@@ -53,7 +56,6 @@ train_pipeline = [
 test_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='Resize', scale=image_size, keep_ratio=True),
-    pad,
     dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='PackDetInputs', meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))
 ]
