@@ -40,6 +40,12 @@ def _numpy_safe_globals() -> list:
     return [_reconstruct, scalar, np.ndarray, np.dtype, *dtype_classes, *numpy1]
 
 
+def _training_state_globals() -> list:
+    """The non-tensor types of mmengine's training checkpoints."""
+    from mmengine.logging import HistoryBuffer
+    return [HistoryBuffer, *_numpy_safe_globals()]
+
+
 def _rebuild_history_buffer(buffer):
     # By default a HistoryBuffer pickles its statistics methods as
     # getattr(HistoryBuffer, 'mean'): allowing builtins.getattr would open the
@@ -60,7 +66,7 @@ def allow_mmengine_checkpoints() -> None:
 
     from mmengine.logging import HistoryBuffer
     from mmengine.runner.checkpoint import CheckpointLoader
-    torch.serialization.add_safe_globals([HistoryBuffer, *_numpy_safe_globals()])
+    torch.serialization.add_safe_globals(_training_state_globals())  # also for plain torch.load
     copyreg.pickle(HistoryBuffer, _rebuild_history_buffer)
     CheckpointLoader.register_scheme(prefixes='', loader=lambda f, map_location=None: load_file(f, map_location), force=True)
     make_checkpoint_saves_atomic()
@@ -134,7 +140,8 @@ TRUST_ENV = 'DENSEKIT_TRUST_CHECKPOINTS'
 
 
 def load_file(path: str | os.PathLike, map_location='cpu') -> dict:
-    """Load a ``.pth``/``.pt`` (weights-only unpickling) or ``.safetensors`` file.
+    """Load a ``.pth``/``.pt`` (weights-only unpickling; mmengine's training
+    state allow-listed) or ``.safetensors`` file.
 
     A pickle that needs arbitrary code is refused with the type it asks for;
     set ``DENSEKIT_TRUST_CHECKPOINTS=1`` to load such a file you trust.
@@ -147,7 +154,9 @@ def load_file(path: str | os.PathLike, map_location='cpu') -> dict:
         return load_safetensors(str(path), device='cpu')
     trusted = os.environ.get(TRUST_ENV) == '1'
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=not trusted)
+        # mmengine's training state loads whether or not densekit.runtime switched the global list on
+        with torch.serialization.safe_globals(_training_state_globals()):
+            obj = torch.load(path, map_location=map_location, weights_only=not trusted)
         # a pickled whole model (torch.save(model, f)), loadable only when trusted
         return obj.state_dict() if isinstance(obj, nn.Module) else obj
     except pickle.UnpicklingError as err:

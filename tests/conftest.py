@@ -5,9 +5,68 @@ from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parents[1]
 # the tools' own modules (benchmark_harness, synthetic_*) import by name, as the tools import each other
-sys.path.append(str(Path(__file__).resolve().parents[1] / 'tools'))
+sys.path.append(str(ROOT / 'tools'))
 os.environ.setdefault('OMP_NUM_THREADS', '2')
+
+# CI's machine has 24 GiB for the whole suite in one process: a test whose peak grows past this
+# budget fails by name instead of the kernel killing the run (an OOM kill reports no test at all)
+MEMORY_BUDGET_GIB = float(os.environ.get('DENSEKIT_TEST_MEMORY_BUDGET_GIB', '6'))
+
+
+def _status_mib(field: str) -> int:
+    with open('/proc/self/status') as f:
+        return next(int(line.split()[1]) // 1024 for line in f if line.startswith(field))
+
+
+@pytest.fixture(autouse=True)
+def _memory_budget(request):
+    """Fails a test whose peak resident memory (this process, MiB) grows by
+    more than MEMORY_BUDGET_GIB over what it started with; Linux only."""
+    try:
+        Path('/proc/self/clear_refs').write_text('5')  # resets VmHWM (the peak) to the current RSS
+    except OSError:
+        yield
+        return
+    start = _status_mib('VmRSS')
+    yield
+    grown = _status_mib('VmHWM') - start
+    if grown > MEMORY_BUDGET_GIB * 1024:
+        pytest.fail(f'{request.node.nodeid} grew the test process by {grown} MiB at its peak, over the '
+                    f'suite budget of {MEMORY_BUDGET_GIB:g} GiB (DENSEKIT_TEST_MEMORY_BUDGET_GIB): '
+                    'shrink its inputs or model', pytrace=False)
+
+
+# what a test run may create in the checkout (pytest's and Python's caches, the venv, builds)
+_OWN_OUTPUTS = {'.git', '.venv', '.pytest_cache', '__pycache__', 'build', 'dist'}
+
+
+def _checkout_paths(root: Path = ROOT, depth: int = 3) -> set[str]:
+    found = set()
+    for entry in root.iterdir():
+        if entry.name in _OWN_OUTPUTS or entry.name.endswith('.egg-info'):
+            continue
+        found.add(str(entry.relative_to(ROOT)))
+        if depth > 1 and entry.is_dir() and not entry.is_symlink():
+            found |= _checkout_paths(entry, depth - 1)
+    return found
+
+
+def pytest_sessionstart(session):
+    session.config._checkout_before = _checkout_paths()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Tests write under tmp_path, never into the checkout (a leftover data/ or work_dirs/ would
+    change what later runs see): new paths fail the run, named."""
+    before = getattr(session.config, '_checkout_before', None)
+    if before is None or hasattr(session.config, 'workerinput'):
+        return
+    new = sorted(_checkout_paths() - before)
+    if new:
+        print(f'\nthe tests wrote into the checkout {ROOT}: ' + ', '.join(new[:10]), file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope='session')

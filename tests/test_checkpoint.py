@@ -6,6 +6,7 @@ import pytest
 import torch
 from mmengine.logging import HistoryBuffer
 
+import densekit.runtime  # noqa: F401  (the training saves under test are the runtime's: HistoryBuffer's reducer)
 from densekit.checkpoint import TRUST_ENV, extract_state_dict, load_file
 
 

@@ -236,15 +236,19 @@ def test_infer_reads_class_subfolders_without_collisions(tmp_path):
 # -- inputs checked before outputs are created, relative paths named as resolved ----------
 
 def test_missing_data_is_refused_before_the_work_dir_exists(tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)  # a relative data_root resolves here, not in the repository
-    (ROOT / 'data' / 'synthetic_ade').mkdir(parents=True, exist_ok=True)  # as after `make demo`
+    import densekit.config
+    cwd, repo = tmp_path / 'elsewhere', tmp_path / 'checkout'
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # a relative data_root resolves here, not in the repository
+    (repo / 'data' / 'synthetic_ade').mkdir(parents=True)  # a checkout after `make demo` (not ours: tests leave it alone)
+    monkeypatch.setattr(densekit.config, 'REPO', str(repo))
     with pytest.raises(SystemExit):
         run_main(capsys, 'train', str(ROOT / DEMOS['segmentation']))
     err = capsys.readouterr().err
     assert 'train_dataloader.dataset: SyntheticADEDataset: data folder(s) not found' in err
-    assert f'data/synthetic_ade is {tmp_path}/data/synthetic_ade' in err
-    assert f'--cfg-options data_root={ROOT}/data/synthetic_ade' in err
-    assert not (tmp_path / 'work_dirs').exists()
+    assert f'data/synthetic_ade is {cwd}/data/synthetic_ade' in err
+    assert f'--cfg-options data_root={repo}/data/synthetic_ade' in err
+    assert not (cwd / 'work_dirs').exists()
 
 
 @pytest.mark.parametrize('tool', ['train', 'test', 'infer', 'export', 'convert_checkpoint', 'get_weights', 'demo',

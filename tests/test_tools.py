@@ -6,6 +6,7 @@ import cv2
 import pytest
 import torch
 
+from densekit.checkpoint import load_file
 from tests.helpers import TINY_SEG, run_tool
 
 
@@ -50,7 +51,7 @@ def test_resume_continues_from_last_checkpoint(trained, synthetic_ade, tmp_path)
     log = proc.stdout + proc.stderr
     assert 'resumed epoch: 0, iter: 2' in log
     assert 'Iter(train) [3/4]' in log and 'Iter(train) [1/4]' not in log
-    state = torch.load(resumed / 'iter_4.pth', map_location='cpu', weights_only=True)
+    state = load_file(resumed / 'iter_4.pth')  # weights-only
     assert state['meta']['iter'] == 4
 
 

@@ -45,11 +45,11 @@ def main(argv=None):
         cfg.work_dir = args.work_dir or cfg.get('work_dir') or work_dir_for(args.config)
         if args.tta:  # a config that cannot do TTA is refused before its data is looked for
             print(enable_tta(cfg, args.config))
+        # the checkpoint named on the command line, readable and weights-only, before the data and the model
+        state = extract_state_dict(release_state_dict(load_file(args.checkpoint)))
         check_data(cfg, ('test_dataloader',))  # before the Runner creates the work dir
         show_dir = enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
         out = os.path.join(cfg.work_dir, args.out) if args.out and not os.path.isabs(args.out) else args.out
-        # readable and weights-only, before building anything
-        state = extract_state_dict(release_state_dict(load_file(args.checkpoint)))
         cfg.load_from = None
 
         from mmengine.model import BaseTTAModel, is_model_wrapper
