@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from mmengine.config import DictAction
 from mmengine.runner import FlexibleRunner, Runner
 
+from .config import check_num_classes
 from .datasets import DatasetError
 from .wiring import check_widths_set, check_wiring
 
@@ -320,6 +321,7 @@ def build_runner(cfg, flexible: bool = False, verbose: bool = False, testing: bo
     cls.verbose, cls.testing = verbose, testing
     init_default_scope(cfg.get('default_scope', 'mmengine'))
     check_widths_set(cfg.model)
+    check_num_classes(cfg)
     runner = cls.from_cfg(cfg)
     check_wiring(runner.model)  # FlexibleRunner builds its model later: then nothing to check
     if runner.rank == 0:
