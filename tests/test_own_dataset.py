@@ -319,3 +319,21 @@ def test_class_mismatch_stops_the_tool_before_the_work_dir(tmp_path, capsys):
                       'metainfo.classes has 3 classes: set model.decode_head.num_classes=3, or list your 4 class '
                       'names there')
     assert not work.exists()
+
+
+@pytest.mark.parametrize('example, missing', [
+    (SEG_EXAMPLE, 'BaseSegDataset: data folder(s) not found: data/my-seg-dataset/images/train, '
+                  'data/my-seg-dataset/masks/train. Put your images and label maps there'),
+    (DET_EXAMPLE, 'CocoDataset: data root data/my-coco-dataset/ not found. This config reads your own dataset '
+                  '(annotations data/my-coco-dataset/annotations/train.json (COCO "instances" format), images '
+                  'in data/my-coco-dataset/images/train/): put it there'),
+])
+def test_own_dataset_missing_names_the_path_and_data_root(example, missing, tmp_path, monkeypatch, capsys):
+    """Not "download COCO / ADE20K": the example's own path, and data_root to point at the user's data."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        run_main(capsys, 'train', str(example), '--cfg-options', 'model.backbone.init_cfg=None')
+    err = capsys.readouterr().err.splitlines()[0]
+    assert err.startswith(f'train: error: FileNotFoundError: train_dataloader.dataset: {missing}')
+    assert 'point data_root at' in err and '--cfg-options data_root=PATH' in err
+    assert 'download' not in err.lower() and 'cocodataset.org' not in err
