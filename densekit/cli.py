@@ -322,11 +322,41 @@ def build_runner(cfg, flexible: bool = False, verbose: bool = False, testing: bo
     init_default_scope(cfg.get('default_scope', 'mmengine'))
     check_widths_set(cfg.model)
     check_num_classes(cfg)
+    capped = cap_num_workers(cfg)
     runner = cls.from_cfg(cfg)
+    if capped:
+        runner.logger.info(capped)  # the log file only: nothing for the user to do
     check_wiring(runner.model)  # FlexibleRunner builds its model later: then nothing to check
     if runner.rank == 0:
         print(f'DenseKit: full log in {osp.join(runner.log_dir, runner.timestamp + ".log")}', flush=True)
     return runner
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (what torch's DataLoader compares
+    ``num_workers`` with before warning)."""
+    if hasattr(os, 'sched_getaffinity'):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+def cap_num_workers(cfg) -> str | None:
+    """Lower each dataloader's ``num_workers`` to :func:`usable_cores`, in place
+    (torch's DataLoader warns about more workers than cores, once per loader,
+    and they only compete for the same cores). Returns a one-line note when it
+    changed any, else None."""
+    cores = usable_cores()
+    changed = []
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(name)
+        workers = loader.get('num_workers') if isinstance(loader, dict) else None
+        if isinstance(workers, int) and workers > cores:
+            changed.append(f'{name}.num_workers={workers}')
+            loader['num_workers'] = cores
+    if not changed:
+        return None
+    return (f'num_workers lowered to {cores}, the CPU cores this process may use '
+            f'({", ".join(changed)} in the config)')
 
 
 @contextmanager

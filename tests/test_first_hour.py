@@ -289,3 +289,19 @@ def test_library_prints_go_to_the_log_file(capsys):
     assert capsys.readouterr().out == 'after\n'  # pycocotools' chatter is off the console
     assert logged == ['loading annotations into memory...',
                       ' Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 0.600']
+
+
+def test_more_workers_than_cores_are_capped_in_the_log_file_only(tmp_path, capsys):
+    """torch's "This DataLoader will create 64 worker processes" warning, once per
+    loader, never comes: the CLI lowers num_workers to the usable cores, noting it in the log."""
+    from densekit.cli import build_runner, usable_cores
+    cfg = load_config(str(TINY_SEG), {'train_dataloader.num_workers': 64, 'val_dataloader.num_workers': 64,
+                                      'train_dataloader.persistent_workers': True})
+    cfg.work_dir = str(tmp_path)
+    runner = build_runner(cfg)
+    cores = usable_cores()
+    assert runner.cfg.train_dataloader.num_workers == runner.cfg.val_dataloader.num_workers == cores < 64
+    note = (f'num_workers lowered to {cores}, the CPU cores this process may use (train_dataloader.num_workers=64, '
+            'val_dataloader.num_workers=64 in the config)')
+    assert 'num_workers' not in capsys.readouterr().out
+    assert (tmp_path / runner.timestamp / f'{runner.timestamp}.log').read_text().count(note) == 1
