@@ -157,11 +157,13 @@ def _holds(built: dict, parts: list[str], value) -> bool:
 # backend" print, mmseg's build_loss/loss defaults, its visualization hook
 # switched off in training, metric prefixes, torch.jit's tracer notes while
 # exporting, mmdet's COCO-classes default before our classes are set, a label
-# (text, box, polygon) drawn past the image border, numpy 2's __array_wrap__ notice): log file only,
+# (text, box, polygon) drawn past the image border, numpy 2's __array_wrap__ notice, mmengine's
+# optimizer constructor skipping a frozen parameter such as MAE's fixed pos_embed): log file only,
 # or nowhere for the tools without one (--verbose shows them).
 LIBRARY_NOTICES = re.compile(r'.*(deprecat|is the alias of|avg_non_ignore|The draw is False|'
                              r'The prefix is not set in metric|TracerWarning|use COCO classes|'
-                             r'is out of bounds, the drawn|__array_wrap__|Loads checkpoint by)',
+                             r'is out of bounds, the drawn|__array_wrap__|Loads checkpoint by|'
+                             r'is skipped since its requires_grad=False)',
                              re.IGNORECASE | re.DOTALL)
 
 

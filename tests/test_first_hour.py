@@ -305,3 +305,12 @@ def test_more_workers_than_cores_are_capped_in_the_log_file_only(tmp_path, capsy
             'val_dataloader.num_workers=64 in the config)')
     assert 'num_workers' not in capsys.readouterr().out
     assert (tmp_path / runner.timestamp / f'{runner.timestamp}.log').read_text().count(note) == 1
+
+
+def test_frozen_parameter_notice_stays_in_the_log_file(tmp_path, capsys):
+    """mmengine's optimizer constructor on MAE's fixed sin-cos pos_embed (make demo-mae)."""
+    from densekit.cli import QuietRunner
+    runner = QuietRunner(model=torch.nn.Linear(2, 2), work_dir=str(tmp_path), experiment_name='frozen')
+    runner.logger.warning('backbone.pos_embed is skipped since its requires_grad=False')
+    assert 'requires_grad' not in capsys.readouterr().out
+    assert 'backbone.pos_embed is skipped' in (tmp_path / runner.timestamp / f'{runner.timestamp}.log').read_text()
