@@ -314,3 +314,14 @@ def test_frozen_parameter_notice_stays_in_the_log_file(tmp_path, capsys):
     runner.logger.warning('backbone.pos_embed is skipped since its requires_grad=False')
     assert 'requires_grad' not in capsys.readouterr().out
     assert 'backbone.pos_embed is skipped' in (tmp_path / runner.timestamp / f'{runner.timestamp}.log').read_text()
+
+
+def test_first_iteration_shows_on_the_console_before_the_first_interval(synthetic_ade, tmp_path, capsys):
+    """`make demo` logs every 50 iterations: one line after iteration 1 says it runs."""
+    out, _ = run_main(capsys, 'train', str(TINY_SEG), '--work-dir', str(tmp_path), '--cfg-options',
+                      f'data_root={synthetic_ade}', 'default_hooks.logger.interval=2')
+    lines = out.splitlines()
+    first = [i for i, line in enumerate(lines) if 'DenseKit: training runs: iteration 1/2 done (loss ' in line]
+    progress = [i for i, line in enumerate(lines) if 'Iter(train) [2/2]' in line]
+    assert len(first) == 1 and progress and first[0] < progress[0], out
+    assert 'progress every 2 iterations' in lines[first[0]]
