@@ -329,3 +329,24 @@ def test_a_copied_config_whose_base_is_gone_names_the_base(tmp_path):
         load_config(str(copied))
     assert str(exc.value).startswith(f'{copied}: its _base_ chain names {tmp_path.parent / "upernet_swin_ade20k.py"}')
     assert str(ROOT / 'configs' / 'swin') in str(exc.value)
+
+
+def test_test_outputs_go_under_the_work_dir_and_print_their_absolute_paths(
+        synthetic_ade, tiny_seg_checkpoint, tmp_path, monkeypatch, capsys):
+    """The checkpoint lives in another folder and no --work-dir is given: a relative --out and
+    --show-dir are under work_dirs/<config name> (the rule --help states), printed in full."""
+    monkeypatch.chdir(tmp_path)
+    out, _ = run_main(capsys, 'test', str(TINY_SEG), str(tiny_seg_checkpoint), '--out', 'm.json',
+                      '--show-dir', 'vis', '--cfg-options', f'data_root={synthetic_ade}')
+    work = tmp_path / 'work_dirs' / TINY_SEG.stem
+    assert (work / 'm.json').is_file() and not (tiny_seg_checkpoint.parent / 'm.json').exists()
+    assert f'metrics written to {work / "m.json"}' in out.splitlines()
+    assert f'pictures (ground truth | prediction) in {work / "vis"}/' in out.splitlines()
+    help_text, _ = _help(capsys, 'test')
+    assert 'else work_dirs/<config name>, also when the checkpoint lives elsewhere' in ' '.join(help_text.split())
+
+
+def _help(capsys, tool):
+    with pytest.raises(SystemExit):
+        run_main(capsys, tool, '--help')
+    return capsys.readouterr()

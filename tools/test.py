@@ -30,11 +30,13 @@ def main(argv=None):
     parser.add_argument('checkpoint', help='checkpoint file (.pth)')
     parser.add_argument('--show-dir', metavar='DIR',
                         help='draw every test image, ground truth | prediction, to DIR/<image name>.png '
-                        '(all tasks; a relative DIR is under the work dir)')
+                        '(all tasks; a relative DIR is under the work dir, see below)')
     parser.add_argument('--show', action='store_true', help='show the drawn images in a window (needs a display)')
     parser.add_argument('--wait-time', type=float, default=2, help='seconds each shown image stays')
     parser.add_argument('--out', metavar='FILE',
-                        help='also write the metrics to this JSON file (a relative FILE is under the work dir)')
+                        help='also write the metrics to this JSON file. A relative FILE or --show-dir DIR is '
+                        'under the work dir: --work-dir, else work_dirs/<config name>, also when the checkpoint '
+                        'lives elsewhere; the absolute paths written are printed at the end')
     parser.add_argument('--tta', action='store_true', help="test-time augmentation: the config's tta_model "
                         'over its tta_pipeline (ADE20K: resize ratios 0.5-1.75 x flip; COCO boxes: 3 scales x flip)')
     args = parse(parser, argv)
@@ -47,7 +49,7 @@ def main(argv=None):
             print(enable_tta(cfg, args.config))
         check_data(cfg, ('test_dataloader',))  # before the Runner creates the work dir
         show_dir = enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
-        out = os.path.join(cfg.work_dir, args.out) if args.out and not os.path.isabs(args.out) else args.out
+        out = os.path.abspath(os.path.join(cfg.work_dir, args.out)) if args.out else None  # an absolute one stays
         # readable and weights-only, before building anything
         state = extract_state_dict(release_state_dict(load_file(args.checkpoint)))
         cfg.load_from = None
@@ -73,7 +75,7 @@ def main(argv=None):
                 json.dump(metrics, f, indent=2)
             print(f'metrics written to {out}')
         if show_dir:
-            print(f'pictures (ground truth | prediction) in {show_dir}/')
+            print(f'pictures (ground truth | prediction) in {os.path.abspath(show_dir)}/')
 
 
 if __name__ == '__main__':
