@@ -350,3 +350,41 @@ def _help(capsys, tool):
     with pytest.raises(SystemExit):
         run_main(capsys, tool, '--help')
     return capsys.readouterr()
+
+
+TOOLS_WITH_HELP = sorted(str(p.relative_to(ROOT / 'tools'))[:-3] for p in (ROOT / 'tools').rglob('*.py')
+                         if 'ArgumentParser(' in p.read_text() or p.name == 'synthetic_cls.py')
+
+
+def ragged_lines(help_text: str, width: int = 79) -> list[str]:
+    """Lines of the description's prose (shown as written: RawDescriptionHelpFormatter)
+    that end although the next line's first word would have fitted: a broken manual wrap."""
+    description = re.split(r'\n(?:positional arguments|options):', help_text)[0]
+    found = []
+    for paragraph in re.split(r'\n\s*\n', description)[1:]:  # [0]: the usage
+        lines = paragraph.split('\n')
+        for line, after in zip(lines, lines[1:]):
+            if not line or line[0] == ' ' or not after or after[0] == ' ' or after[0] in '*-':
+                continue  # examples and lists keep their own lines
+            if len(line) + 1 + len(after.split()[0]) <= width - 6:
+                found.append(f'{line!r} / {after!r}')
+    return found
+
+
+def test_ragged_lines_are_found():
+    assert ragged_lines('usage: x\n\nto the input size. The\nreconstruction column shows the prediction.\n')
+    assert not ragged_lines('usage: x\n\nA short paragraph ends here.\n\n    python tools/x.py A\n    '
+                            'python tools/x.py B\n')
+
+
+@pytest.mark.parametrize('tool', TOOLS_WITH_HELP)
+def test_help_descriptions_have_no_broken_manual_wrap(tool, capsys, monkeypatch):
+    monkeypatch.setenv('COLUMNS', '100')  # argparse's own wrapping (the options) stays out of the way
+    if tool == 'gpu_check':  # its dataclasses need a module of its own name: a process of its own
+        from tests.helpers import run_tool
+        help_text = run_tool(tool, '--help').stdout
+    else:
+        with pytest.raises(SystemExit):
+            run_main(capsys, tool, '--help')
+        help_text = capsys.readouterr().out
+    assert 'usage:' in help_text and not ragged_lines(help_text)
