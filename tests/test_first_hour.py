@@ -325,3 +325,22 @@ def test_first_iteration_shows_on_the_console_before_the_first_interval(syntheti
     progress = [i for i, line in enumerate(lines) if 'Iter(train) [2/2]' in line]
     assert len(first) == 1 and progress and first[0] < progress[0], out
     assert 'progress every 2 iterations' in lines[first[0]]
+
+
+def test_detector_flops_count_the_roi_heads_at_the_rpn_maximum(capsys):
+    """The RoI heads' FLOPs are linear in test_cfg.rpn.max_per_img (the mask
+    head's first 100 cancel out), whatever survives NMS on the zero image."""
+    from densekit.analysis import build_model_from_config, count_complexity
+
+    def roi_flops(n: int, seed: int = 0) -> int:
+        torch.manual_seed(seed)
+        cfg = load_config(DEMOS['detection'], {'model.test_cfg.rpn.max_per_img': n, 'model.test_cfg.rpn.nms_pre': n})
+        return count_complexity(build_model_from_config(cfg), (1, 3, 64, 64))
+    c250, c500, c1000 = roi_flops(250), roi_flops(500), roi_flops(1000, seed=1)
+    assert c1000.proposals == 1000 and c1000.flops['rpn_head'] > 0
+    f250, f500, f1000 = (c.flops['roi_head'] for c in (c250, c500, c1000))
+    assert f1000 - f500 == 2 * (f500 - f250) > 0
+    assert 'RoI heads at 1000 proposals' in c1000.note()
+    out, _ = run_main(capsys, 'analysis/flops_params', DEMOS['detection'], '--shape', '64', '64')
+    assert out.rstrip().splitlines()[-1].startswith('Detector: backbone, neck and RPN at this input; the RoI heads '
+                                                    'at 100 proposals')
