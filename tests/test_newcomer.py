@@ -388,3 +388,29 @@ def test_help_descriptions_have_no_broken_manual_wrap(tool, capsys, monkeypatch)
             run_main(capsys, tool, '--help')
         help_text = capsys.readouterr().out
     assert 'usage:' in help_text and not ragged_lines(help_text)
+
+
+def test_whole_model_of_another_variant_names_the_config_it_was_trained_with(synthetic_ade, tmp_path, capsys):
+    """A checkpoint tools/train.py wrote for the demo (mmengine's meta: experiment_name
+    '<config>_<timestamp>', cfg its text) tested with the tiny config: the error names the demo config."""
+    import torch
+
+    from densekit.convert import build_model
+    from densekit.whole_model import trained_with
+    demo = ROOT / 'configs' / 'demo' / 'upernet_swin-demo_synthetic-ade.py'
+    cfg = load_config(str(demo))
+    meta = dict(experiment_name='upernet_swin-demo_synthetic-ade_20261130_071446', cfg=cfg.pretty_text)
+    path = tmp_path / 'iter_800.pth'
+    torch.save(dict(state_dict=build_model(str(demo)).state_dict(), meta=meta), path)
+    said = trained_with(meta)
+    assert said == ("the checkpoint's meta says it was trained with configs/demo/upernet_swin-demo_synthetic-ade.py "
+                    "(use that config), backbone type='densekit.SwinTransformer', arch={'depths': (2, 2, 2, 2), "
+                    "'embed_dims': 32, 'num_heads': (1, 2, 4, 8)}")
+    assert trained_with({}) is None and trained_with(dict(cfg='model = dict(backbone=os.system("x"))')) is None
+    with pytest.raises(SystemExit):
+        run_main(capsys, 'test', str(TINY_SEG), str(path), '--work-dir', str(tmp_path / 'work'),
+                 '--cfg-options', f'data_root={synthetic_ade}')
+    err = capsys.readouterr().err.splitlines()[0]
+    assert err.startswith(f'test: error: ValueError: {path} does not fit the model of {TINY_SEG}: the checkpoint is '
+                          'another variant of SwinTransformer')
+    assert 'trained with configs/demo/upernet_swin-demo_synthetic-ade.py (use that config)' in err

@@ -51,7 +51,9 @@ def main(argv=None):
         show_dir = enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
         out = os.path.abspath(os.path.join(cfg.work_dir, args.out)) if args.out else None  # an absolute one stays
         # readable and weights-only, before building anything
-        state = extract_state_dict(release_state_dict(load_file(args.checkpoint)))
+        raw = load_file(args.checkpoint)
+        state = extract_state_dict(release_state_dict(raw))
+        meta = raw.get('meta') if isinstance(raw.get('meta'), dict) else None  # names the config it was trained with
         cfg.load_from = None
 
         from mmengine.model import BaseTTAModel, is_model_wrapper
@@ -59,7 +61,7 @@ def main(argv=None):
         model = runner.model
         while is_model_wrapper(model) or isinstance(model, BaseTTAModel):  # DDP, --tta
             model = model.module
-        fit_checkpoint(model, state, args.checkpoint, args.config)  # one message, before mmengine lists every key
+        fit_checkpoint(model, state, args.checkpoint, args.config, meta)  # one message, before mmengine lists every key
         with stdout_to_log(runner, args.verbose):  # mmengine prints "Loads checkpoint by local backend"
             try:
                 runner.load_checkpoint(args.checkpoint, map_location='cpu', strict=True)
