@@ -318,7 +318,9 @@ class FirstIterationHook(Hook):
         if interval <= 1 or runner.rank != 0:
             return
         loss = (outputs or {}).get('loss')
-        loss = f'loss {float(loss):.4g}, ' if loss is not None else ''
+        if torch.is_tensor(loss):
+            loss = loss.detach().item()  # still part of the graph: float() would warn
+        loss = f'loss {loss:.4g}, ' if isinstance(loss, (int, float)) else ''
         runner.logger.info(f'DenseKit: training runs: iteration {runner.iter + 1}/{runner.max_iters} done '
                            f'({loss}{time.perf_counter() - self._start:.1f} s with the data loader\'s start); '
                            f'progress every {interval} iterations')
