@@ -35,6 +35,15 @@ class Complexity:
     params: dict[str, int]
     flops: dict[str, int]
     input_shape: tuple[int, ...]
+    proposals: int | None = None  # a two-stage detector: the proposals its RoI heads were counted at
+
+    def note(self) -> str:
+        """One line on what a detector's count covers ('' for other models)."""
+        if not self.proposals:
+            return ''
+        return (f'Detector: backbone, neck and RPN at this input; the RoI heads at {self.proposals} proposals '
+                '(model.test_cfg.rpn.max_per_img, the most the RPN passes on; the mask head on the first 100, '
+                "as mmdet's RoI head does): an upper bound that does not depend on the weights")
 
     def table(self) -> str:
         """A Markdown table: the whole model, then each top-level module."""
@@ -64,7 +73,8 @@ def count_complexity(model: nn.Module, input_shape: Sequence[int]) -> Complexity
     if traced is not model:  # names relative to the detector, as parameter_count gives them
         flops = {('' if k in ('', 'model') else k[len('model.'):]): v for k, v in flops.items()
                  if k in ('', 'model') or k.startswith('model.')}
-    return Complexity(dict(parameter_count(model)), flops, tuple(input_shape))
+    proposals = traced.num_proposals if isinstance(traced, _WithImageMeta) else None
+    return Complexity(dict(parameter_count(model)), flops, tuple(input_shape), proposals)
 
 
 def _is_detector(model: nn.Module) -> bool:
@@ -79,20 +89,48 @@ class _WithImageMeta(nn.Module):
     """Calls an mmdet detector's ``mode='tensor'`` forward with data samples
     carrying the image size: two-stage detectors (Mask R-CNN) need them for
     their proposals (without: ``TypeError: 'NoneType' object is not iterable``).
-    The RoI head's FLOPs are for the proposals the RPN gives on the zero image
-    (at most its ``test_cfg.rpn.max_per_img``)."""
+
+    How many proposals survive the RPN's NMS depends on the weights and the
+    image, and the RoI heads' FLOPs with them; here the RPN's convolutions run
+    (and count) but its proposals are replaced by :attr:`num_proposals` fixed
+    boxes, its ``test_cfg.rpn.max_per_img`` (the most it passes on, 1000 in
+    the COCO recipes), so the count is that upper bound, whatever the weights.
+    mmdet's ``StandardRoIHead.forward`` runs the mask head on the first 100."""
 
     def __init__(self, model: nn.Module, input_shape: Sequence[int]):
         super().__init__()
         from mmdet.structures import DetDataSample
         size = tuple(input_shape[-2:])
-        self.model = model
+        self.model, self.size = model, size
         self.samples = [DetDataSample(metainfo=dict(img_shape=size, ori_shape=size, pad_shape=size,
                                                     batch_input_shape=size, scale_factor=(1., 1.)))
                         for _ in range(input_shape[0])]
+        test_cfg = getattr(model, 'test_cfg', None) or {}
+        rpn_cfg = test_cfg.get('rpn') if isinstance(test_cfg, dict) else None
+        self.num_proposals = (rpn_cfg.get('max_per_img') if isinstance(rpn_cfg, dict) else None) \
+            if getattr(model, 'with_rpn', False) else None
 
     def forward(self, inputs: torch.Tensor):
-        return self.model(inputs, self.samples, mode='tensor')
+        if not self.num_proposals:
+            return self.model(inputs, self.samples, mode='tensor')
+        rpn = self.model.rpn_head
+        rpn.predict = self._fixed_proposals  # an instance attribute over the class's method, removed below
+        try:
+            # the RPN's outputs returned too: the tracer drops what no output uses
+            return self.model(inputs, self.samples, mode='tensor'), self._rpn_outputs
+        finally:
+            del rpn.predict
+
+    def _fixed_proposals(self, x, batch_data_samples, rescale: bool = False) -> list:
+        """The RPN's forward (counted), then :attr:`num_proposals` boxes of a
+        quarter of the image each, spread evenly over it."""
+        from mmengine.structures import InstanceData
+        self._rpn_outputs = self.model.rpn_head(x)
+        (h, w), n = self.size, self.num_proposals
+        t = torch.linspace(0, 1, n)
+        boxes = torch.stack([t * w / 2, t.flip(0) * h / 2, t * w / 2 + w / 2, t.flip(0) * h / 2 + h / 2], 1)
+        return [InstanceData(bboxes=boxes, scores=torch.ones(n), labels=torch.zeros(n, dtype=torch.long))
+                for _ in batch_data_samples]
 
 
 def default_input_shape(cfg) -> tuple[int, int]:

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from mmengine.config import DictAction
 from mmengine.runner import FlexibleRunner, Runner
 
+from .config import check_num_classes
 from .datasets import DatasetError
 from .wiring import check_widths_set, check_wiring
 
@@ -156,11 +157,13 @@ def _holds(built: dict, parts: list[str], value) -> bool:
 # backend" print, mmseg's build_loss/loss defaults, its visualization hook
 # switched off in training, metric prefixes, torch.jit's tracer notes while
 # exporting, mmdet's COCO-classes default before our classes are set, a label
-# (text, box, polygon) drawn past the image border, numpy 2's __array_wrap__ notice): log file only,
+# (text, box, polygon) drawn past the image border, numpy 2's __array_wrap__ notice, mmengine's
+# optimizer constructor skipping a frozen parameter such as MAE's fixed pos_embed): log file only,
 # or nowhere for the tools without one (--verbose shows them).
 LIBRARY_NOTICES = re.compile(r'.*(deprecat|is the alias of|avg_non_ignore|The draw is False|'
                              r'The prefix is not set in metric|TracerWarning|use COCO classes|'
-                             r'is out of bounds, the drawn|__array_wrap__|Loads checkpoint by)',
+                             r'is out of bounds, the drawn|__array_wrap__|Loads checkpoint by|'
+                             r'is skipped since its requires_grad=False)',
                              re.IGNORECASE | re.DOTALL)
 
 
@@ -320,11 +323,42 @@ def build_runner(cfg, flexible: bool = False, verbose: bool = False, testing: bo
     cls.verbose, cls.testing = verbose, testing
     init_default_scope(cfg.get('default_scope', 'mmengine'))
     check_widths_set(cfg.model)
+    check_num_classes(cfg)
+    capped = cap_num_workers(cfg)
     runner = cls.from_cfg(cfg)
+    if capped:
+        runner.logger.info(capped)  # the log file only: nothing for the user to do
     check_wiring(runner.model)  # FlexibleRunner builds its model later: then nothing to check
     if runner.rank == 0:
         print(f'DenseKit: full log in {osp.join(runner.log_dir, runner.timestamp + ".log")}', flush=True)
     return runner
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (what torch's DataLoader compares
+    ``num_workers`` with before warning)."""
+    if hasattr(os, 'sched_getaffinity'):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
+def cap_num_workers(cfg) -> str | None:
+    """Lower each dataloader's ``num_workers`` to :func:`usable_cores`, in place
+    (torch's DataLoader warns about more workers than cores, once per loader,
+    and they only compete for the same cores). Returns a one-line note when it
+    changed any, else None."""
+    cores = usable_cores()
+    changed = []
+    for name in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(name)
+        workers = loader.get('num_workers') if isinstance(loader, dict) else None
+        if isinstance(workers, int) and workers > cores:
+            changed.append(f'{name}.num_workers={workers}')
+            loader['num_workers'] = cores
+    if not changed:
+        return None
+    return (f'num_workers lowered to {cores}, the CPU cores this process may use '
+            f'({", ".join(changed)} in the config)')
 
 
 @contextmanager

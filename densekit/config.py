@@ -562,3 +562,80 @@ def enable_tta(cfg: Config, config: str) -> str:
             for choices in step['transforms']:
                 views *= len(choices)
     return f'test-time augmentation: {tta_model.type} over {views} views per image'
+
+
+# Heads whose num_classes is not the dataset's: the RPN scores object vs background;
+# a distillation teacher keeps its own classifier.
+NOT_DATASET_CLASSES = ('rpn_head', 'teacher')
+
+
+def check_num_classes(cfg: Config) -> None:
+    """Every head's ``num_classes`` (decode_head, auxiliary_head,
+    roi_head.bbox_head / mask_head, bbox_head, the classifier's head and data
+    preprocessor) equals the number of classes the datasets name: the
+    dataloaders' ``metainfo.classes`` (or mmpretrain's ``classes``), else, for
+    segmentation and detection, the dataset class's own (ADE20K's 150, COCO's 80).
+    Checked before the Runner starts: a mismatch would train without a word
+    (more outputs than classes) or fail on the first label past the last output.
+
+    Raises:
+        ValueError: naming the head's key, its value, the dataset's key and its count.
+    """
+    model = cfg.get('model')
+    if isinstance(model, dict) and isinstance(model.get('module'), dict):
+        model = model['module']  # a TTA wrapper (--tta)
+    if not isinstance(model, dict):
+        return
+    heads = [(where, node['num_classes']) for where, node in _walk({'model': model})
+             if isinstance(node, dict) and isinstance(node.get('num_classes'), int)
+             and not set(where.split('.')) & set(NOT_DATASET_CLASSES)]
+    if not heads:
+        return
+    for name in DATALOADERS:
+        found = _dataset_classes(cfg, name)
+        if found is None:
+            continue
+        where, count = found
+        wrong = [(key, n) for key, n in heads if n != count]
+        if wrong:
+            key, n = wrong[0]
+            more = f' (also {", ".join(k for k, _ in wrong[1:])})' if len(wrong) > 1 else ''
+            raise ValueError(f'{key}.num_classes={n} but {where} has {count} classes: set '
+                             f'{key}.num_classes={count}{more}, or list your {n} class names there')
+
+
+def _dataset_classes(cfg: Config, loader: str) -> tuple[str, int] | None:
+    """(the key that names the classes, how many) for ``loader``'s dataset, or None."""
+    node = cfg.get(loader)
+    dataset = node.get('dataset') if isinstance(node, dict) else None
+    where = f'{loader}.dataset'
+    while isinstance(dataset, dict) and isinstance(dataset.get('dataset'), dict):
+        dataset, where = dataset['dataset'], f'{where}.dataset'  # wrappers hold the real one
+    if not isinstance(dataset, dict):
+        return None
+    metainfo = dataset.get('metainfo')
+    if isinstance(metainfo, dict) and isinstance(metainfo.get('classes'), (list, tuple)):
+        return f'{where}.metainfo.classes', len(metainfo['classes'])
+    classes = dataset.get('classes')
+    if isinstance(classes, (list, tuple)):
+        return f'{where}.classes', len(classes)
+    root = dataset.get('data_root') or ''
+    if isinstance(classes, str) or (cfg.get('default_scope') == 'mmpretrain' and classes is None):
+        # mmpretrain reads names from a file; DenseKit's ImageNet from {data_root}/meta/classes.txt
+        file = classes if isinstance(classes, str) else osp.join(root, 'meta', 'classes.txt')
+        if not osp.isfile(file):
+            return None  # the names come from the data's folders, checked when it loads
+        with open(file) as f:
+            return f'{where}.classes ({file})', sum(1 for line in f if line.strip())
+    if not isinstance(dataset.get('type'), str):
+        return None
+    from mmengine.registry import DATASETS, DefaultScope
+    with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
+        try:
+            cls = DATASETS.get(dataset['type'])
+        except KeyError:
+            return None
+    classes = (getattr(cls, 'METAINFO', None) or {}).get('classes')
+    if not isinstance(classes, (list, tuple)) or not classes:
+        return None
+    return f"{where}.metainfo.classes (unset: {dataset['type']}'s own)", len(classes)

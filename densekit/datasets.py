@@ -24,6 +24,10 @@ SYNTHETIC_ADE_CLASSES: tuple[str, ...] = ('background', 'circle', 'rectangle', '
 SYNTHETIC_ADE_PALETTE: list[list[int]] = [[120, 120, 120], [255, 0, 0], [0, 255, 0], [0, 0, 255], [255, 255, 0],
                                           [255, 0, 255], [0, 255, 255]]
 
+# A config that names its own classes reads the user's data, not the public dataset.
+OWN_DATA_HELP = ('This config reads your own dataset ({layout}): put it there (the layout is in the config '
+                 "file's header), or point data_root at it: --cfg-options data_root=PATH.")
+
 ADE20K_HELP = (
     'ADE20K (SceneParsing, ADEChallengeData2016) is not included. Download '
     'ADEChallengeData2016.zip from the MIT Scene Parsing Benchmark '
@@ -56,8 +60,8 @@ class NamedSampleErrorsMixin:
 class CheckedSegDatasetMixin(NamedSampleErrorsMixin):
     """Adds up-front and per-sample checks to an mmseg dataset class."""
 
-    help_text = ('expected {root}/{img} and {root}/{seg}; '
-                 'set data_root / data_prefix in the config.')
+    help_text = ('Put your images and label maps there (the layout is in the config file\'s header), '
+                 'or point data_root at your dataset: --cfg-options data_root=PATH.')
 
     def __init__(self, *args, **kwargs):
         # the paths as given, for the messages (mmengine joins them in place)

@@ -36,7 +36,7 @@ from mmdet.datasets import CocoDataset as MMDetCocoDataset
 from mmdet.datasets.api_wrappers import COCO
 from mmengine.logging import print_log
 
-from .datasets import DatasetError, NamedSampleErrorsMixin
+from .datasets import OWN_DATA_HELP, DatasetError, NamedSampleErrorsMixin
 from .registry import DATASETS
 
 COCO_HELP = (
@@ -155,22 +155,22 @@ class CocoDataset(NamedSampleErrorsMixin, MMDetCocoDataset):
 
     def check_paths(self) -> None:
         """Raises FileNotFoundError naming the data root, annotation file or
-        image folder that is missing (also callable before loading anything)."""
-        self._check_paths(*self._given_paths)
-
-    @staticmethod
-    def _check_paths(root: str, ann_file: str, img_dir: str) -> None:
+        image folder that is missing (also callable before loading anything).
+        With classes other than COCO's (the user's own dataset in COCO's
+        format) the message says to point data_root at it, not to download COCO."""
+        root, ann_file, img_dir = self._given_paths
         if '://' in root or '://' in ann_file:
             return  # remote storage (backend_args): left to mmengine's file backends
-        if root and not osp.isdir(root):
-            raise FileNotFoundError(f'CocoDataset: data root {root} not found. ' + COCO_HELP.format(root=root))
         ann_path, img_path = osp.join(root, ann_file), osp.join(root, img_dir)
+        own = tuple(self.metainfo['classes']) != tuple(MMDetCocoDataset.METAINFO['classes'])
+        layout = f'annotations {ann_path} (COCO "instances" format), images in {img_path}'
+        help_text = OWN_DATA_HELP.format(layout=layout) if own else COCO_HELP.format(root=root or '.')
+        if root and not osp.isdir(root):
+            raise FileNotFoundError(f'CocoDataset: data root {root} not found. ' + help_text)
         if not osp.isfile(ann_path):
-            raise FileNotFoundError(f'CocoDataset: annotation file {ann_path} not found. '
-                                    + COCO_HELP.format(root=root or '.'))
+            raise FileNotFoundError(f'CocoDataset: annotation file {ann_path} not found. ' + help_text)
         if not osp.isdir(img_path):
-            raise FileNotFoundError(f'CocoDataset: image folder {img_path} not found. '
-                                    + COCO_HELP.format(root=root or '.'))
+            raise FileNotFoundError(f'CocoDataset: image folder {img_path} not found. ' + help_text)
 
     def COCOAPI(self, path: str) -> COCO:  # noqa: N802 (mmdet's hook: load_data_list calls self.COCOAPI(path))
         """The checked COCO api; config classes must all be categories of the file."""

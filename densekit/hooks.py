@@ -289,3 +289,38 @@ def _one_value_check(name: str, batch):
                 "process, GroupNorm (the layer's norm_cfg=dict(type='GN', num_groups=32)), "
                 'or SyncBN across several GPUs')
     return check
+
+
+@HOOKS.register_module()
+class FirstIterationHook(Hook):
+    """One console line when the first training iteration of a run is done.
+
+    mmengine's ``LoggerHook`` prints its first progress line only after
+    ``interval`` iterations (50 in the recipes, minutes on a CPU), so a run
+    looks stuck until then. This line, through the ``DenseKit`` prefix the
+    console keeps (:data:`densekit.cli.CONSOLE_INFO`), gives the first
+    iteration's loss and seconds (data loader start included) and when the
+    next progress line comes. Nothing when the logger prints every iteration."""
+
+    priority = 'BELOW_NORMAL'
+
+    def before_train(self, runner) -> None:
+        import time
+        self._start, self._done = time.perf_counter(), False
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None, outputs=None) -> None:
+        import time
+        if self._done:
+            return
+        self._done = True
+        loggers = [h for h in runner.hooks if type(h).__name__ == 'LoggerHook']
+        interval = getattr(loggers[0], 'interval', 1) if loggers else 1
+        if interval <= 1 or runner.rank != 0:
+            return
+        loss = (outputs or {}).get('loss')
+        if torch.is_tensor(loss):
+            loss = loss.detach().item()  # still part of the graph: float() would warn
+        loss = f'loss {loss:.4g}, ' if isinstance(loss, (int, float)) else ''
+        runner.logger.info(f'DenseKit: training runs: iteration {runner.iter + 1}/{runner.max_iters} done '
+                           f'({loss}{time.perf_counter() - self._start:.1f} s with the data loader\'s start); '
+                           f'progress every {interval} iterations')

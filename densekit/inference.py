@@ -30,7 +30,7 @@ from torch import nn
 
 from .checkpoint import check_fits, extract_state_dict, load_file
 from .config import load_config, task_of
-from .whole_model import describe_variant, release_state_dict, to_model_layout
+from .whole_model import describe_variant, release_state_dict, to_model_layout, trained_with
 from .wiring import check_wiring
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
@@ -119,7 +119,8 @@ def _init_model(cfg: Config, task: str, checkpoint: str | None, device: str) -> 
     if state is None:
         _warn_random_weights(getattr(cfg, 'filename', None) or 'the config')
     else:
-        state = fit_checkpoint(model, state, checkpoint, getattr(cfg, 'filename', None) or 'the config')
+        state = fit_checkpoint(model, state, checkpoint, getattr(cfg, 'filename', None) or 'the config',
+                               raw.get('meta') if isinstance(raw.get('meta'), dict) else None)
         model.load_state_dict(state, strict=True)
     meta = raw.get('meta') if isinstance(raw.get('meta'), dict) else {}
     if meta.get('dataset_meta'):
@@ -151,22 +152,25 @@ def _config_dataset_meta(cfg: Config) -> dict | None:
     return meta if 'classes' in meta and 'palette' in meta else None
 
 
-def fit_checkpoint(model: nn.Module, state: dict, checkpoint: str, config: str) -> dict:
+def fit_checkpoint(model: nn.Module, state: dict, checkpoint: str, config: str, meta: dict | None = None) -> dict:
     """``state`` in ``model``'s layout (toolbox zoos and releases converted by
     :func:`densekit.whole_model.to_model_layout`), checked to fit exactly.
+    ``meta``: the checkpoint's ``meta`` (mmengine's), to name the config it
+    was trained with (:func:`densekit.whole_model.trained_with`).
 
     Raises:
         ValueError: one message with counts, the first keys and the likely
-            cause (another variant of the backbone named first).
+            cause (another variant of the backbone named first, then the
+            config the checkpoint's meta names).
     """
     state = to_model_layout(model, state)
     try:
         check_fits(model, state, checkpoint, config)
     except ValueError as err:
-        variant = describe_variant(model, state)
         head = f'{checkpoint} does not fit the model of {config}: '
-        if variant and str(err).startswith(head):  # which variant, first
-            raise ValueError(f'{head}{variant}: {str(err)[len(head):]}') from err
+        causes = [c for c in (describe_variant(model, state), trained_with(meta)) if c]
+        if causes and str(err).startswith(head):  # the likely cause, first
+            raise ValueError(f'{head}{"; ".join(causes)}: {str(err)[len(head):]}') from err
         raise
     return state
 

@@ -19,12 +19,16 @@ model's layout is passed through untouched.
 """
 from __future__ import annotations
 
+import ast
+import glob
+import os.path as osp
 import re
 
 import torch
 from torch import nn
 
-__all__ = ['to_model_layout', 'convert_on_load', 'release_state_dict', 'describe_variant', 'HEAD_RENAMES']
+__all__ = ['to_model_layout', 'convert_on_load', 'release_state_dict', 'describe_variant', 'trained_with',
+           'HEAD_RENAMES']
 
 # (toolbox key prefix, ours): applied when only the renamed key is the model's.
 HEAD_RENAMES = (
@@ -133,6 +137,64 @@ def describe_variant(model: nn.Module, state: dict[str, torch.Tensor]) -> str | 
             return (f'the checkpoint is another variant of {backbone}: {k} is {tuple(v.shape)}, '
                     f'the config has {tuple(own[k].shape)}')
     return None
+
+
+def trained_with(meta: dict | None) -> str | None:
+    """What an mmengine checkpoint's ``meta`` says it was trained with, as a
+    phrase for an error message: the config (``experiment_name`` is
+    ``<config name>_<timestamp>``; the shipped file of that name when there is
+    one) and its ``model.backbone`` type and arch (read from ``meta['cfg']``,
+    the config's text, without running it). None when ``meta`` has neither."""
+    if not isinstance(meta, dict):
+        return None
+    parts = []
+    name = meta.get('experiment_name')
+    stem = re.sub(r'_\d{8}_\d{6}$', '', name) if isinstance(name, str) else None
+    if stem:
+        root = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'configs')
+        found = sorted(glob.glob(osp.join(root, '**', f'{stem}.py'), recursive=True))
+        parts.append(f'{osp.relpath(found[0], osp.dirname(root))} (use that config)' if found
+                     else f'a config named {stem}.py')
+    backbone = _config_backbone(meta.get('cfg'))
+    if backbone:
+        parts.append('backbone ' + ', '.join(f'{k}={v!r}' for k, v in backbone.items()))
+    return "the checkpoint's meta says it was trained with " + ', '.join(parts) if parts else None
+
+
+def _config_backbone(text) -> dict | None:
+    """``type`` and ``arch`` of ``model.backbone`` in a config's text (mmengine's
+    ``pretty_text``), read with :mod:`ast` (a checkpoint's text is not run)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == 'model' for t in node.targets):
+            backbone = _literal(node.value)
+            backbone = backbone.get('backbone') if isinstance(backbone, dict) else None
+            if isinstance(backbone, dict):
+                return {k: backbone[k] for k in ('type', 'arch') if k in backbone} or None
+    return None
+
+
+def _literal(node: ast.AST):
+    """The value of a literal or of ``dict(key=literal, ...)``; unreadable parts are left out."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == 'dict':
+        out = {}
+        for keyword in node.keywords:
+            value = _literal(keyword.value)
+            if keyword.arg and value is not _UNREAD:
+                out[keyword.arg] = value
+        return out
+    try:
+        return ast.literal_eval(node)
+    except (ValueError, SyntaxError, TypeError):
+        return _UNREAD
+
+
+_UNREAD = object()
 
 
 def release_state_dict(checkpoint: dict) -> dict:

@@ -284,3 +284,40 @@ def test_harness_and_demo_data_are_not_in_the_library():
     for name in ('benchmark', 'synthetic', 'synthetic_cls', 'synthetic_coco'):
         assert not (ROOT / 'densekit' / f'{name}.py').exists(), name
     assert importlib.util.find_spec('benchmark_harness').origin == str(ROOT / 'tools' / 'benchmark_harness.py')
+
+
+# -- what the table says -----------------------------------------------------------
+
+def test_memory_under_one_mb_is_not_printed_as_zero():
+    from benchmark_harness import _mb
+    assert [_mb(300_000), _mb(0), _mb(5 * 2**20), _mb(None)] == ['<1', '0', '5', '-']
+
+
+def test_params_count_what_the_benchmarked_call_uses_for_every_row():
+    """A multi-level LeViT-256: timm's Levit also builds the third stage (and
+    a head), which the call never runs; 'params used' counts neither side's unused parts."""
+    from benchmark_harness import Runner, TimmFeatures, backbone_workload, count_params, used_params
+    cfg = load_config('configs/levit/upernet_levit-256_160k_ade20k.py')
+    (_, ours, _), (_, timm, note) = build_models(cfg, (64, 64), ['timm'])[0]
+    assert note.startswith('copied')
+    work = backbone_workload(torch.randn(1, 3, 64, 64))
+    ours_used, timm_used = (used_params(Runner(m, work, 'cpu', 'fp32')) for m in (ours, timm))
+    assert ours_used == count_params(ours)
+    assert count_params(timm.model) > timm_used  # the unused stage
+    assert abs(ours_used - timm_used) < 0.01 * ours_used  # the same network, counted alike
+    assert all(p.grad is None for p in timm.parameters())  # the count leaves no gradients behind
+
+
+def test_profiler_note_on_an_earlier_tensor_stays_off_stderr(capfd):
+    """c10's "Memory block of unknown size was allocated before the profiling
+    started" (printed from C++) for a tensor made before and freed inside."""
+    kept = [torch.ones(1 << 16)]
+
+    def step():
+        kept.pop()  # freed inside the profiled step
+        return torch.ones(4).sum()
+    cpu_peak_memory(step)
+    import sys
+    print('other stderr text', file=sys.stderr)
+    err = capfd.readouterr().err
+    assert 'before the profiling started' not in err and 'other stderr text' in err

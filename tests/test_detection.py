@@ -171,7 +171,9 @@ def test_unreadable_image_names_image_and_annotation_file(tiny_coco, tmp_path):
 
 
 def test_missing_data_says_where_coco_is_expected(tmp_path, capsys):
-    with pytest.raises(FileNotFoundError, match=rf'data root {tmp_path}/coco not found.*cocodataset.org'):
+    # classes of its own: the user's data in COCO's format, not COCO to download
+    with pytest.raises(FileNotFoundError, match=rf'data root {tmp_path}/coco not found. This config reads your own '
+                       r'dataset .*point data_root at it'):
         build(tmp_path / 'coco')
     (tmp_path / 'coco').mkdir()
     with pytest.raises(FileNotFoundError, match=r'annotation file .*instances_train2017.json not found'):
@@ -183,6 +185,7 @@ def test_missing_data_says_where_coco_is_expected(tmp_path, capsys):
     err = capsys.readouterr().err
     assert exit_.value.code == 1 and 'Traceback' not in err
     assert f'data root {tmp_path}/none/ not found' in err and '--cfg-options data_root=PATH' in err
+    assert 'cocodataset.org' in err  # COCO's own classes: where to download it
 
 
 # -- training and evaluation ----------------------------------------------------

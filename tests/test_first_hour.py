@@ -289,3 +289,59 @@ def test_library_prints_go_to_the_log_file(capsys):
     assert capsys.readouterr().out == 'after\n'  # pycocotools' chatter is off the console
     assert logged == ['loading annotations into memory...',
                       ' Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = 0.600']
+
+
+def test_more_workers_than_cores_are_capped_in_the_log_file_only(tmp_path, capsys):
+    """torch's "This DataLoader will create 64 worker processes" warning, once per
+    loader, never comes: the CLI lowers num_workers to the usable cores, noting it in the log."""
+    from densekit.cli import build_runner, usable_cores
+    cfg = load_config(str(TINY_SEG), {'train_dataloader.num_workers': 64, 'val_dataloader.num_workers': 64,
+                                      'train_dataloader.persistent_workers': True})
+    cfg.work_dir = str(tmp_path)
+    runner = build_runner(cfg)
+    cores = usable_cores()
+    assert runner.cfg.train_dataloader.num_workers == runner.cfg.val_dataloader.num_workers == cores < 64
+    note = (f'num_workers lowered to {cores}, the CPU cores this process may use (train_dataloader.num_workers=64, '
+            'val_dataloader.num_workers=64 in the config)')
+    assert 'num_workers' not in capsys.readouterr().out
+    assert (tmp_path / runner.timestamp / f'{runner.timestamp}.log').read_text().count(note) == 1
+
+
+def test_frozen_parameter_notice_stays_in_the_log_file(tmp_path, capsys):
+    """mmengine's optimizer constructor on MAE's fixed sin-cos pos_embed (make demo-mae)."""
+    from densekit.cli import QuietRunner
+    runner = QuietRunner(model=torch.nn.Linear(2, 2), work_dir=str(tmp_path), experiment_name='frozen')
+    runner.logger.warning('backbone.pos_embed is skipped since its requires_grad=False')
+    assert 'requires_grad' not in capsys.readouterr().out
+    assert 'backbone.pos_embed is skipped' in (tmp_path / runner.timestamp / f'{runner.timestamp}.log').read_text()
+
+
+def test_first_iteration_shows_on_the_console_before_the_first_interval(synthetic_ade, tmp_path, capsys):
+    """`make demo` logs every 50 iterations: one line after iteration 1 says it runs."""
+    out, err = run_main(capsys, 'train', str(TINY_SEG), '--work-dir', str(tmp_path), '--cfg-options',
+                        f'data_root={synthetic_ade}', 'default_hooks.logger.interval=2')
+    assert 'requires_grad' not in out + err  # the loss read without torch's scalar-conversion warning
+    lines = out.splitlines()
+    first = [i for i, line in enumerate(lines) if 'DenseKit: training runs: iteration 1/2 done (loss ' in line]
+    progress = [i for i, line in enumerate(lines) if 'Iter(train) [2/2]' in line]
+    assert len(first) == 1 and progress and first[0] < progress[0], out
+    assert 'progress every 2 iterations' in lines[first[0]]
+
+
+def test_detector_flops_count_the_roi_heads_at_the_rpn_maximum(capsys):
+    """The RoI heads' FLOPs are linear in test_cfg.rpn.max_per_img (the mask
+    head's first 100 cancel out), whatever survives NMS on the zero image."""
+    from densekit.analysis import build_model_from_config, count_complexity
+
+    def roi_flops(n: int, seed: int = 0) -> int:
+        torch.manual_seed(seed)
+        cfg = load_config(DEMOS['detection'], {'model.test_cfg.rpn.max_per_img': n, 'model.test_cfg.rpn.nms_pre': n})
+        return count_complexity(build_model_from_config(cfg), (1, 3, 64, 64))
+    c250, c500, c1000 = roi_flops(250), roi_flops(500), roi_flops(1000, seed=1)
+    assert c1000.proposals == 1000 and c1000.flops['rpn_head'] > 0
+    f250, f500, f1000 = (c.flops['roi_head'] for c in (c250, c500, c1000))
+    assert f1000 - f500 == 2 * (f500 - f250) > 0
+    assert 'RoI heads at 1000 proposals' in c1000.note()
+    out, _ = run_main(capsys, 'analysis/flops_params', DEMOS['detection'], '--shape', '64', '64')
+    assert out.rstrip().splitlines()[-1].startswith('Detector: backbone, neck and RPN at this input; the RoI heads '
+                                                    'at 100 proposals')

@@ -333,3 +333,88 @@ def test_a_copied_config_whose_base_is_gone_names_the_base(tmp_path):
         load_config(str(copied))
     assert str(exc.value).startswith(f'{copied}: its _base_ chain names {tmp_path.parent / "upernet_swin_ade20k.py"}')
     assert str(ROOT / 'configs' / 'swin') in str(exc.value)
+
+
+def test_test_outputs_go_under_the_work_dir_and_print_their_absolute_paths(
+        synthetic_ade, tiny_seg_checkpoint, tmp_path, monkeypatch, capsys):
+    """The checkpoint lives in another folder and no --work-dir is given: a relative --out and
+    --show-dir are under work_dirs/<config name> (the rule --help states), printed in full."""
+    monkeypatch.chdir(tmp_path)
+    out, _ = run_main(capsys, 'test', str(TINY_SEG), str(tiny_seg_checkpoint), '--out', 'm.json',
+                      '--show-dir', 'vis', '--cfg-options', f'data_root={synthetic_ade}')
+    work = tmp_path / 'work_dirs' / TINY_SEG.stem
+    assert (work / 'm.json').is_file() and not (tiny_seg_checkpoint.parent / 'm.json').exists()
+    assert f'metrics written to {work / "m.json"}' in out.splitlines()
+    assert f'pictures (ground truth | prediction) in {work / "vis"}/' in out.splitlines()
+    help_text, _ = _help(capsys, 'test')
+    assert 'else work_dirs/<config name>, also when the checkpoint lives elsewhere' in ' '.join(help_text.split())
+
+
+def _help(capsys, tool):
+    with pytest.raises(SystemExit):
+        run_main(capsys, tool, '--help')
+    return capsys.readouterr()
+
+
+TOOLS_WITH_HELP = sorted(str(p.relative_to(ROOT / 'tools'))[:-3] for p in (ROOT / 'tools').rglob('*.py')
+                         if 'ArgumentParser(' in p.read_text() or p.name == 'synthetic_cls.py')
+
+
+def ragged_lines(help_text: str, width: int = 79) -> list[str]:
+    """Lines of the description's prose (shown as written: RawDescriptionHelpFormatter)
+    that end although the next line's first word would have fitted: a broken manual wrap."""
+    description = re.split(r'\n(?:positional arguments|options):', help_text)[0]
+    found = []
+    for paragraph in re.split(r'\n\s*\n', description)[1:]:  # [0]: the usage
+        lines = paragraph.split('\n')
+        for line, after in zip(lines, lines[1:]):
+            if not line or line[0] == ' ' or not after or after[0] == ' ' or after[0] in '*-':
+                continue  # examples and lists keep their own lines
+            if len(line) + 1 + len(after.split()[0]) <= width - 6:
+                found.append(f'{line!r} / {after!r}')
+    return found
+
+
+def test_ragged_lines_are_found():
+    assert ragged_lines('usage: x\n\nto the input size. The\nreconstruction column shows the prediction.\n')
+    assert not ragged_lines('usage: x\n\nA short paragraph ends here.\n\n    python tools/x.py A\n    '
+                            'python tools/x.py B\n')
+
+
+@pytest.mark.parametrize('tool', TOOLS_WITH_HELP)
+def test_help_descriptions_have_no_broken_manual_wrap(tool, capsys, monkeypatch):
+    monkeypatch.setenv('COLUMNS', '100')  # argparse's own wrapping (the options) stays out of the way
+    if tool == 'gpu_check':  # its dataclasses need a module of its own name: a process of its own
+        from tests.helpers import run_tool
+        help_text = run_tool(tool, '--help').stdout
+    else:
+        with pytest.raises(SystemExit):
+            run_main(capsys, tool, '--help')
+        help_text = capsys.readouterr().out
+    assert 'usage:' in help_text and not ragged_lines(help_text)
+
+
+def test_whole_model_of_another_variant_names_the_config_it_was_trained_with(synthetic_ade, tmp_path, capsys):
+    """A checkpoint tools/train.py wrote for the demo (mmengine's meta: experiment_name
+    '<config>_<timestamp>', cfg its text) tested with the tiny config: the error names the demo config."""
+    import torch
+
+    from densekit.convert import build_model
+    from densekit.whole_model import trained_with
+    demo = ROOT / 'configs' / 'demo' / 'upernet_swin-demo_synthetic-ade.py'
+    cfg = load_config(str(demo))
+    meta = dict(experiment_name='upernet_swin-demo_synthetic-ade_20261130_071446', cfg=cfg.pretty_text)
+    path = tmp_path / 'iter_800.pth'
+    torch.save(dict(state_dict=build_model(str(demo)).state_dict(), meta=meta), path)
+    said = trained_with(meta)
+    assert said == ("the checkpoint's meta says it was trained with configs/demo/upernet_swin-demo_synthetic-ade.py "
+                    "(use that config), backbone type='densekit.SwinTransformer', arch={'depths': (2, 2, 2, 2), "
+                    "'embed_dims': 32, 'num_heads': (1, 2, 4, 8)}")
+    assert trained_with({}) is None and trained_with(dict(cfg='model = dict(backbone=os.system("x"))')) is None
+    with pytest.raises(SystemExit):
+        run_main(capsys, 'test', str(TINY_SEG), str(path), '--work-dir', str(tmp_path / 'work'),
+                 '--cfg-options', f'data_root={synthetic_ade}')
+    err = capsys.readouterr().err.splitlines()[0]
+    assert err.startswith(f'test: error: ValueError: {path} does not fit the model of {TINY_SEG}: the checkpoint is '
+                          'another variant of SwinTransformer')
+    assert 'trained with configs/demo/upernet_swin-demo_synthetic-ade.py (use that config)' in err

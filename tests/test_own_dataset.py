@@ -265,3 +265,75 @@ def test_cascade_recipe_on_own_coco_data_under_ddp(tmp_path):
     for key in ('loss_rpn_cls', 's0.loss_bbox', 's1.loss_bbox', 's2.loss_bbox', 's0.loss_mask', 's2.loss_mask'):
         value = float(re.search(rf'{re.escape(key)}: (\S+)', last).group(1))
         assert np.isfinite(value), key
+
+
+# -- a class list that the heads do not fit -----------------------------------------
+
+@pytest.mark.parametrize('config, option, message', [
+    (SEG_EXAMPLE, {'model.auxiliary_head.num_classes': 150},
+     'model.auxiliary_head.num_classes=150 but train_dataloader.dataset.metainfo.classes has 3 classes: '
+     'set model.auxiliary_head.num_classes=3'),
+    (DET_EXAMPLE, {'model.roi_head.mask_head.num_classes': 80},
+     'model.roi_head.mask_head.num_classes=80 but train_dataloader.dataset.metainfo.classes has 2 classes: '
+     'set model.roi_head.mask_head.num_classes=2'),
+    (ROOT / 'configs' / 'upernet_swin_ade20k.py', {'model.decode_head.num_classes': 3},
+     "model.decode_head.num_classes=3 but train_dataloader.dataset.metainfo.classes (unset: "
+     "densekit.ADE20KDataset's own) has 150 classes: set model.decode_head.num_classes=150"),
+])
+def test_class_list_that_differs_from_num_classes_is_refused(config, option, message):
+    from densekit.config import check_num_classes, load_config
+    check_num_classes(load_config(str(config)))  # the example as shipped fits
+    with pytest.raises(ValueError) as err:
+        check_num_classes(load_config(str(config), option))
+    assert str(err.value).startswith(message) and '\n' not in str(err.value)
+
+
+def test_classifier_num_classes_is_checked_against_the_class_file(tmp_path):
+    from densekit.config import check_num_classes, load_config
+    (tmp_path / 'meta').mkdir()
+    (tmp_path / 'meta' / 'classes.txt').write_text('a\nb\nc\n')  # DenseKit's ImageNet reads it
+    config = str(ROOT / 'configs' / 'demo' / 'convmixer-demo_synthetic-cls.py')
+    with pytest.raises(ValueError, match=r"model\.data_preprocessor\.num_classes=8 but train_dataloader\.dataset"
+                       r"\.classes \(.*meta/classes\.txt\) has 3 classes: .*also model\.head"):
+        check_num_classes(load_config(config, {'data_root': str(tmp_path)}))
+
+
+def test_every_shipped_config_fits_its_classes():
+    from densekit.config import check_num_classes, load_config
+    for path in sorted((ROOT / 'configs').rglob('*.py')):
+        if '_base_' not in path.parts:
+            check_num_classes(load_config(str(path)))
+
+
+def test_class_mismatch_stops_the_tool_before_the_work_dir(tmp_path, capsys):
+    """tools/train.py: one line, before the Runner makes the work dir."""
+    data = write_seg_folder(tmp_path / 'my-seg-dataset', num_train=1, num_val=1)
+    config = tmp_path / 'my_seg_config.py'
+    config.write_text(SEG_CONFIG)
+    work = tmp_path / 'work'
+    with pytest.raises(SystemExit):
+        run_main(capsys, 'train', str(config), '--work-dir', str(work), '--cfg-options', f'data_root={data}',
+                 'model.decode_head.num_classes=4')
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == ('train: error: ValueError: model.decode_head.num_classes=4 but train_dataloader.dataset.'
+                      'metainfo.classes has 3 classes: set model.decode_head.num_classes=3, or list your 4 class '
+                      'names there')
+    assert not work.exists()
+
+
+@pytest.mark.parametrize('example, missing', [
+    (SEG_EXAMPLE, 'BaseSegDataset: data folder(s) not found: data/my-seg-dataset/images/train, '
+                  'data/my-seg-dataset/masks/train. Put your images and label maps there'),
+    (DET_EXAMPLE, 'CocoDataset: data root data/my-coco-dataset/ not found. This config reads your own dataset '
+                  '(annotations data/my-coco-dataset/annotations/train.json (COCO "instances" format), images '
+                  'in data/my-coco-dataset/images/train/): put it there'),
+])
+def test_own_dataset_missing_names_the_path_and_data_root(example, missing, tmp_path, monkeypatch, capsys):
+    """Not "download COCO / ADE20K": the example's own path, and data_root to point at the user's data."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        run_main(capsys, 'train', str(example), '--cfg-options', 'model.backbone.init_cfg=None')
+    err = capsys.readouterr().err.splitlines()[0]
+    assert err.startswith(f'train: error: FileNotFoundError: train_dataloader.dataset: {missing}')
+    assert 'point data_root at' in err and '--cfg-options data_root=PATH' in err
+    assert 'download' not in err.lower() and 'cocodataset.org' not in err

@@ -221,3 +221,17 @@ def test_generators_run_as_commands_with_the_same_flags(tmp_path):
         assert summary['root'] == str(out) and sum(summary['counts'].values()) == 16, (tool, summary)
     bad = run_tool('synthetic_cls', '--out', str(tmp_path / 'bad'), '--num', '10', check=False)
     assert bad.returncode == 2 and '--num 10: the 8 classes need a positive multiple of 8 images' in bad.stderr
+
+
+def test_class_count_constraint_is_in_help_and_a_bad_count_is_one_line(capsys):
+    from synthetic_cls import CLASSES, main  # tools/ is on the path, as for synthetic_ade above
+    with pytest.raises(SystemExit):
+        main(['--help'])
+    help_text = ' '.join(capsys.readouterr().out.split())
+    n = len(CLASSES)
+    assert f'--num N training images, a positive multiple of {n}: the {n} classes get equal shares' in help_text
+    with pytest.raises(SystemExit) as exit_:
+        main(['--num', '10', '--out', 'unused'])
+    assert exit_.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()  # no usage block before it
+    assert line.endswith(f'.py: error: --num 10: the {n} classes need a positive multiple of {n} images')

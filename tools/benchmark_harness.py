@@ -22,6 +22,9 @@ Fairness rules (the numbers are only ratios between models run alike):
   weights are loaded into ours (``weights`` column: every tensor placed), so
   the two are the same network tensor for tensor; otherwise parameter counts
   are compared. Stochastic depth and dropout are off in both (random work).
+* same parameter count: ``params`` counts, for every row, the parameters the
+  train step's loss reaches (:func:`used_params`), so a peer's classifier
+  head, final norm or stages past the last output level are not counted.
 * same outputs: a multi-level config (segmentation) asks every model for the
   same levels as NCHW maps (timm: ``forward_intermediates``); a one-level one
   (classification) for the final features (timm: ``forward_features``).
@@ -58,7 +61,7 @@ import math
 import os
 import statistics
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Sequence
@@ -358,7 +361,7 @@ class Benchmark:
                  f'forward {self.flops / 1e9:.2f} GMACs (ours, {self.flops_of}); '
                  f'matmul peak {self.matmul_peak / 1e9:.1f} GFLOP/s; load {self.load}',
                  *([self.work] if self.work else []), '',
-                 '| model | params | weights | fwd img/s | train img/s | fwd GFLOP/s (% peak) | '
+                 '| model | params used | weights | fwd img/s | train img/s | fwd GFLOP/s (% peak) | '
                  'fwd peak MB | train peak MB | fwd ratio | train ratio | fwd mem ratio | train mem ratio |',
                  '|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|']
         ratios = self.ratios()
@@ -372,7 +375,9 @@ class Benchmark:
                          f'{_mb(r.forward_peak)} | {_mb(r.train_peak)} | {cells} |')
         for name, why in self.skipped.items():
             lines.append(f'| {name} | | not run: {why} | | | | | | | | | |')
-        lines.append('\nratio = ours / peer (time per batch, peak memory): below 1.00 ours is faster / smaller.')
+        lines.append('\nratio = ours / peer (time per batch, peak memory): below 1.00 ours is faster / smaller. '
+                     'params used: those the train loss reaches, alike for every row (not a classifier head '
+                     'or a stage the call never runs).')
         ort = next((r for r in self.results if r.name == ONNX_ROW), None)
         if ort is not None:
             def spread(r: ModelResult) -> str:
@@ -388,7 +393,10 @@ def _num(v: float) -> str:
 
 
 def _mb(v: int | None) -> str:
-    return '-' if v is None else f'{v / 2**20:.0f}'
+    """Bytes as whole MB; under 1 MB (a tiny input) as '<1', not a misleading 0."""
+    if v is None:
+        return '-'
+    return '<1' if 0 < v < 2**20 else f'{v / 2**20:.0f}'
 
 
 def retain_freed_memory(limit: int = 1 << 30) -> bool:
@@ -618,8 +626,11 @@ def cpu_peak_memory(step: Callable[[], None]) -> int:
     torch profiler's memory records: each op's own (self) allocations minus
     frees, and the frees outside any op (``[memory]``), summed in time order."""
     from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
+    # c10 prints this from C++ (no Python warning to filter): a tensor made before the profiler
+    # started, freed inside it; its free is rightly outside what the step allocated
+    with _drop_stderr_lines('was allocated before the profiling started'):
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            step()
     changes = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events()
                      if e.self_cpu_memory_usage)
     live = peak = 0
@@ -627,6 +638,30 @@ def cpu_peak_memory(step: Callable[[], None]) -> int:
         live += delta
         peak = max(peak, live)
     return peak
+
+
+@contextmanager
+def _drop_stderr_lines(text: str):
+    """Inside, what is written to file descriptor 2 (C++ code included)
+    passes through afterwards, less the lines containing ``text``."""
+    import sys
+    import tempfile
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode='w+b') as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [line for line in tmp.read().decode(errors='replace').splitlines(keepends=True)
+                    if text not in line]
+            if kept:
+                sys.stderr.write(''.join(kept))
+                sys.stderr.flush()
 
 
 def interleaved(runners: Sequence[Runner], results: Sequence[ModelResult], reps: int, train: bool = True) -> None:
@@ -666,6 +701,30 @@ def interleaved(runners: Sequence[Runner], results: Sequence[ModelResult], reps:
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def used_params(run: 'Runner') -> int:
+    """Parameters the workload's loss reaches: one untimed forward in eval
+    mode (BatchNorm's running statistics stay as they are, and a batch of one
+    works) and a backward (no optimizer step), with every parameter's
+    ``requires_grad`` on meanwhile so frozen ones (MAE's fixed position
+    embedding) count too. What a peer builds but the benchmarked call never
+    runs (timm's classifier head or final norm, a stage past the last
+    output) is left out, as it is for ours."""
+    params = list(run.model.parameters())
+    frozen = [p for p in params if not p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(True)
+    try:
+        run.model.eval()
+        with autocast(run.device, run.amp):
+            loss = run.work.loss(run.model)
+        loss.backward()
+        return sum(p.numel() for p in params if p.grad is not None)
+    finally:
+        run.model.zero_grad(set_to_none=True)
+        for p in frozen:
+            p.requires_grad_(False)
 
 
 def _backbone_cfg(cfg) -> dict:
@@ -922,9 +981,8 @@ def run_benchmark(config: str, size: int | tuple[int, int] | None = None, batch:
         model.to(device)
         if compile_backend:
             (model.backbone if scope == 'model' else model).compile(backend=compile_backend)
-        results.append(ModelResult(name, count_params(model.model if isinstance(model, TimmFeatures) else model),
-                                   note))
         runners.append(Runner(model, work, device, amp))
+        results.append(ModelResult(name, used_params(runners[-1]), note))
     if onnxruntime:
         import tempfile
         with tempfile.TemporaryDirectory() as tmp:

@@ -10,8 +10,8 @@ channel swap and normalisation are in the graph; N, H, W dynamic. Outputs:
 segmentation ``seg_logits`` (N, classes, H, W); classification ``scores``
 (N, classes, softmax); detection the dense head's raw ``cls_score_<i>``,
 ``bbox_pred_<i>`` per level. The export is run in onnxruntime at --size and
-32 px larger against eager PyTorch and refused above --tolerance.
-See densekit/export.py.
+32 px larger against eager PyTorch and refused above --tolerance. See
+densekit/export.py.
 """
 import argparse
 

@@ -6,13 +6,13 @@ row per image, original | masked | reconstruction.
 
 IMAGES is an image file or a folder (searched recursively, sorted; --num images
 evenly spaced through it); each image is resized (short side) and centre-cropped
-to the model's input size. The
-reconstruction column shows the decoder's prediction on the masked patches
-with the visible patches pasted back, as the MAE paper's figures do (no loss
-is computed on visible patches). A model trained on per-patch normalised
-pixels (``norm_pix``) predicts each patch's normalised values: they are shown
-at the original patch's mean and variance, which the model was not given.
-Prints the masked-patch loss on these images and the PNG's path.
+to the model's input size. The reconstruction column shows the decoder's
+prediction on the masked patches with the visible patches pasted back, as the
+MAE paper's figures do (no loss is computed on visible patches). A model
+trained on per-patch normalised pixels (``norm_pix``) predicts each patch's
+normalised values: they are shown at the original patch's mean and variance,
+which the model was not given. Prints the masked-patch loss on these images
+and the PNG's path.
 """
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import cv2
@@ -219,15 +220,18 @@ def write_marker(marker: Path, content: dict) -> None:
 
 
 def generator_cli(generate, description: str, out: str, num: int, num_val: int, argv: list[str] | None = None,
-                  square: bool = False, size: int = 128) -> dict:
+                  square: bool = False, size: int = 128, multiple: int = 1) -> dict:
     """The generators' command line, the same flags for all three: run
     ``generate(out, num, num_val, size, seed, overwrite)`` and print its summary.
-    ``description`` is the tool's docstring (its examples become ``--help``'s)."""
+    ``description`` is the tool's docstring (its examples become ``--help``'s);
+    ``multiple``: the counts must be positive multiples of it (``--help`` says so).
+    A value ``generate`` refuses (ValueError, FileExistsError) is one line on stderr, exit 2."""
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    share = f', a positive multiple of {multiple}: the {multiple} classes get equal shares' if multiple > 1 else ''
     p.add_argument('--out', default=out, metavar='DIR', help=f'dataset root (default {out})')
-    p.add_argument('--num', type=int, default=num, metavar='N', help=f'training images (default {num})')
+    p.add_argument('--num', type=int, default=num, metavar='N', help=f'training images{share} (default {num})')
     p.add_argument('--num-val', type=int, default=num_val, metavar='N',
-                   help=f'validation images (default {num_val})')
+                   help=f'validation images{share} (default {num_val})')
     if square:
         p.add_argument('--size', type=int, default=size, metavar='S', help=f'image side in pixels (default {size})')
     else:
@@ -240,7 +244,8 @@ def generator_cli(generate, description: str, out: str, num: int, num_val: int, 
         summary = generate(args.out, args.num, args.num_val, args.size if square else tuple(args.size), args.seed,
                            args.overwrite)
     except (ValueError, FileExistsError) as e:
-        p.error(str(e))
+        print(f'{p.prog}: error: {e}', file=sys.stderr)  # the value at fault, not the whole usage
+        sys.exit(2)
     print(json.dumps(summary, indent=2))
     return summary
 

@@ -135,7 +135,7 @@ def _generate_totals(out: str, num: int, num_val: int, size: int, seed: int, ove
 
 def main(argv: list[str] | None = None) -> dict:
     return generator_cli(_generate_totals, __doc__, 'data/synthetic_cls', 200 * len(CLASSES), 50 * len(CLASSES),
-                         argv, square=True, size=64)
+                         argv, square=True, size=64, multiple=len(CLASSES))
 
 
 if __name__ == '__main__':

@@ -30,11 +30,13 @@ def main(argv=None):
     parser.add_argument('checkpoint', help='checkpoint file (.pth)')
     parser.add_argument('--show-dir', metavar='DIR',
                         help='draw every test image, ground truth | prediction, to DIR/<image name>.png '
-                        '(all tasks; a relative DIR is under the work dir)')
+                        '(all tasks; a relative DIR is under the work dir, see below)')
     parser.add_argument('--show', action='store_true', help='show the drawn images in a window (needs a display)')
     parser.add_argument('--wait-time', type=float, default=2, help='seconds each shown image stays')
     parser.add_argument('--out', metavar='FILE',
-                        help='also write the metrics to this JSON file (a relative FILE is under the work dir)')
+                        help='also write the metrics to this JSON file. A relative FILE or --show-dir DIR is '
+                        'under the work dir: --work-dir, else work_dirs/<config name>, also when the checkpoint '
+                        'lives elsewhere; the absolute paths written are printed at the end')
     parser.add_argument('--tta', action='store_true', help="test-time augmentation: the config's tta_model "
                         'over its tta_pipeline (ADE20K: resize ratios 0.5-1.75 x flip; COCO boxes: 3 scales x flip)')
     args = parse(parser, argv)
@@ -46,10 +48,12 @@ def main(argv=None):
         if args.tta:  # a config that cannot do TTA is refused before its data is looked for
             print(enable_tta(cfg, args.config))
         # the checkpoint named on the command line, readable and weights-only, before the data and the model
-        state = extract_state_dict(release_state_dict(load_file(args.checkpoint)))
+        raw = load_file(args.checkpoint)
+        state = extract_state_dict(release_state_dict(raw))
+        meta = raw.get('meta') if isinstance(raw.get('meta'), dict) else None  # names the config it was trained with
         check_data(cfg, ('test_dataloader',))  # before the Runner creates the work dir
         show_dir = enable_visualization(cfg, args.show_dir, args.show, args.wait_time)
-        out = os.path.join(cfg.work_dir, args.out) if args.out and not os.path.isabs(args.out) else args.out
+        out = os.path.abspath(os.path.join(cfg.work_dir, args.out)) if args.out else None  # an absolute one stays
         cfg.load_from = None
 
         from mmengine.model import BaseTTAModel, is_model_wrapper
@@ -57,7 +61,7 @@ def main(argv=None):
         model = runner.model
         while is_model_wrapper(model) or isinstance(model, BaseTTAModel):  # DDP, --tta
             model = model.module
-        fit_checkpoint(model, state, args.checkpoint, args.config)  # one message, before mmengine lists every key
+        fit_checkpoint(model, state, args.checkpoint, args.config, meta)  # one message, before mmengine lists every key
         with stdout_to_log(runner, args.verbose):  # mmengine prints "Loads checkpoint by local backend"
             try:
                 runner.load_checkpoint(args.checkpoint, map_location='cpu', strict=True)
@@ -73,7 +77,7 @@ def main(argv=None):
                 json.dump(metrics, f, indent=2)
             print(f'metrics written to {out}')
         if show_dir:
-            print(f'pictures (ground truth | prediction) in {show_dir}/')
+            print(f'pictures (ground truth | prediction) in {os.path.abspath(show_dir)}/')
 
 
 if __name__ == '__main__':

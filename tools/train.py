@@ -35,7 +35,9 @@ def main(argv=None):
                              '(tools/dist_train.sh CONFIG N --strategy fsdp, or --launcher pytorch/slurm/mpi)')
         prepare_cpu_distributed(cfg, args.launcher)
         # a BatchNorm that gets one value per channel stops with its name, not torch's bare error
-        cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type='densekit.BatchNormInputHook')]
+        # and the console shows that training runs before the logger's first interval
+        cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type='densekit.BatchNormInputHook'),
+                            dict(type='densekit.FirstIterationHook')]
         cfg.work_dir = args.work_dir or cfg.get('work_dir') or work_dir_for(args.config)
         if args.amp:
             import torch

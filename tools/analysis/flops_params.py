@@ -7,7 +7,9 @@ FLOPs are multiply-adds (mmengine's convention, the papers' "FLOPs"), for one
 image of the given size through the inference path (``mode='tensor'``: no
 post-processing; training-only heads such as mmseg's auxiliary head do not run).
 The default size is a detector's test scale (1333x800 -> 800x1344 padded), else
-the config's crop_size, else 224x224.
+the config's crop_size, else 224x224. A two-stage detector's RoI heads are
+counted at its test_cfg.rpn.max_per_img proposals (how many survive the RPN's
+NMS depends on the weights and the image): an upper bound, the same every run.
 """
 import argparse
 
@@ -38,6 +40,8 @@ def main(argv=None):
         print(f'{args.config}, input {in_channels}x{shape[0]}x{shape[1]}; '
               'FLOPs = multiply-adds (mmengine convention, as in the papers)\n')
         print(whole.table())
+        if whole.note():
+            print(f'\n{whole.note()}')
 
 
 if __name__ == '__main__':
