@@ -154,8 +154,10 @@ def load_file(path: str | os.PathLike, map_location='cpu') -> dict:
         return load_safetensors(str(path), device='cpu')
     trusted = os.environ.get(TRUST_ENV) == '1'
     try:
-        # mmengine's training state loads whether or not densekit.runtime switched the global list on
-        with torch.serialization.safe_globals(_training_state_globals()):
+        # mmengine's training state loads whether or not densekit.runtime switched the global list on;
+        # only what is missing is added (torch's context removes its globals on exit, even listed ones)
+        missing = [g for g in _training_state_globals() if g not in torch.serialization.get_safe_globals()]
+        with torch.serialization.safe_globals(missing):
             obj = torch.load(path, map_location=map_location, weights_only=not trusted)
         # a pickled whole model (torch.save(model, f)), loadable only when trusted
         return obj.state_dict() if isinstance(obj, nn.Module) else obj

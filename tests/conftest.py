@@ -10,6 +10,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.append(str(ROOT / 'tools'))
 os.environ.setdefault('OMP_NUM_THREADS', '2')
 
+# the tools' environment in this process too (each tool imports it), whichever test runs first:
+# training checkpoints load weights-only; a process without it is tested in a subprocess (test_packaging)
+import densekit.runtime  # noqa: E402,F401
+
 # CI's machine has 24 GiB for the whole suite in one process: a test whose peak grows past this
 # budget fails by name instead of the kernel killing the run (an OOM kill reports no test at all)
 MEMORY_BUDGET_GIB = float(os.environ.get('DENSEKIT_TEST_MEMORY_BUDGET_GIB', '6'))

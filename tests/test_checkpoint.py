@@ -25,6 +25,18 @@ def test_mmengine_training_state_loads_weights_only(tmp_path):
     assert ckpt['message_hub']['runtime_info']['arr'].tolist() == [0., 1., 2.]
 
 
+def test_loading_leaves_the_global_allow_list_as_it_was(tmp_path):
+    """load_file allow-lists mmengine's training state for its own call only,
+    and a list densekit.runtime switched on stays on after it."""
+    path = tmp_path / 'iter_2.pth'
+    torch.save(_training_like_checkpoint(), path)
+    before = list(torch.serialization.get_safe_globals())
+    assert HistoryBuffer in before  # densekit.runtime
+    load_file(path)
+    assert torch.serialization.get_safe_globals() == before
+    torch.load(path, weights_only=True)  # plain torch.load still reads the training state
+
+
 class Payload:
     def __reduce__(self):
         return (print, ('code ran',))

@@ -92,6 +92,7 @@ def main(argv=None):
     print('\n' + '=' * 64)
     print(f'DEMO ({args.task}) {score(args.task, metrics)} on the held-out synthetic split')
     print(f'training {trained - start:.0f} s, total {time.time() - start:.0f} s')
+    print(f'metrics: {os.path.relpath(metrics_file, ROOT)}')
     if show:
         overlays = glob.glob(os.path.join(show[1], '**', '*.[pj][np]g'), recursive=True)
         print(f'{len(overlays)} prediction overlays under {os.path.relpath(show[1], ROOT)}/')
