@@ -233,6 +233,8 @@ def export_onnx(config: str, checkpoint: str | None, out: str | os.PathLike, siz
     predictor = init_model(cfg, checkpoint, 'cpu')
     meta = {}
     dataset_meta = getattr(predictor.model, 'dataset_meta', None) or {}
+    if predictor.task == 'classification':  # the names that fit the head (init_model's choice)
+        dataset_meta = {'classes': predictor.classifier.classes}
     for key in ('classes', 'palette'):
         if dataset_meta.get(key) is not None:
             meta[key] = [list(v) if isinstance(v, (list, tuple)) else v for v in dataset_meta[key]]
