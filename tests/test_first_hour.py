@@ -123,6 +123,28 @@ def test_non_finite_loss_is_one_line(capsys):
         'train: error: FloatingPointError: iteration 3: non-finite loss (loss=nan)'
 
 
+class _BadLabels(torch.utils.data.Dataset):
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, i):
+        from densekit.datasets import DatasetError
+        raise DatasetError('data/img2.png: label value(s) [7] out of range: 4 classes')
+
+
+def test_error_in_a_dataloader_worker_is_its_own_line(capsys):
+    """torch re-raises a worker's error as "Caught DatasetError in DataLoader
+    worker process 0." plus the worker's traceback: the console shows the
+    worker's message alone."""
+    from densekit.cli import user_errors
+    with pytest.raises(SystemExit):
+        with user_errors('train'):
+            next(iter(torch.utils.data.DataLoader(_BadLabels(), num_workers=1)))
+    assert capsys.readouterr().err.splitlines() == [
+        'train: error: DatasetError: data/img2.png: label value(s) [7] out of range: 4 classes',
+        'train: (the traceback: with --verbose)']
+
+
 def test_wrong_interpreter_is_named():
     code = ("import runpy, sys; sys.modules['torch'] = None; sys.argv = ['tools/train.py', 'x.py']; "
             f"runpy.run_path({str(ROOT / 'tools' / 'train.py')!r}, run_name='__main__')")
