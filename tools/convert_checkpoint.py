@@ -20,6 +20,7 @@ Given a CONFIG (a .py file) instead, SRC is a whole model (an mmseg, mmdet or
 mmpretrain zoo checkpoint, or an official classifier release) and DST the
 config's whole model, for tools/test.py or load_from.
 """
+import _env_check  # noqa: F401  (first: without DenseKit, one line naming the interpreter to use)
 import argparse
 import os
 
