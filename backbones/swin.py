@@ -124,6 +124,8 @@ class SwinBlock(nn.Module):
         if padded:
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
         Hp, Wp = H + pad_h, W + pad_w
+        if torch.jit.is_tracing() and self.shift:
+            return self._traced_shifted_attention(x, H, W, Hp, Wp)
         # a map inside one window gains nothing from shifting (official rule)
         shift = self.shift if (H > win or W > win) else 0
         mask = None
@@ -134,6 +136,25 @@ class SwinBlock(nn.Module):
         if shift:
             x = torch.roll(x, (shift, shift), dims=(1, 2))
         return x[:, :H, :W] if padded else x
+
+    def _traced_shifted_attention(self, x: torch.Tensor, H: torch.Tensor, W: torch.Tensor,
+                                  Hp: torch.Tensor, Wp: torch.Tensor) -> torch.Tensor:
+        """:meth:`_attention` of a shifted block as the TorchScript tracer (ONNX
+        export) records it: x (B, Hp, Wp, C) padded, H, W, Hp, Wp 0-d tensors.
+        The rule "no shift when the map fits in one window" is a Python ``if``
+        that a trace would freeze at the example's size; here it is a graph op:
+        the roll is a gather by ``(i + shift * on) % Hp`` and the shift mask is
+        scaled by ``on`` (a zero mask adds nothing), so one graph takes either
+        branch at run time. Returns (B, H, W, C)."""
+        win = self.window
+        on = ((H > win) | (W > win)).long()
+        shift = self.shift * on
+        rows, cols = torch.arange(Hp, device=x.device), torch.arange(Wp, device=x.device)
+        x = x.index_select(1, (rows + shift) % Hp).index_select(2, (cols + shift) % Wp)  # roll by -shift
+        mask = shifted_window_mask(Hp, Wp, win, self.shift, x.device) * on.to(x.dtype)
+        x = window_reverse(self.attn(window_partition(x, win), mask, (Hp, Wp, self.shift)), win, Hp, Wp)
+        x = x.index_select(1, (rows - shift) % Hp).index_select(2, (cols - shift) % Wp)  # roll back
+        return x[:, :H, :W]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self._attention(self.norm1(x)))

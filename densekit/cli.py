@@ -73,6 +73,7 @@ def user_errors(tool: str, cfg_options: dict | None = None, verbose: bool = Fals
             raise
         import traceback
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        msg = worker_error_message(err, str(msg))
         culprits = overrides_in_build(err, cfg_options)
         if any(c.split('=')[0] in str(msg) for c in culprits[1:]):
             culprits = []  # the message names the key already
@@ -89,6 +90,22 @@ def user_errors(tool: str, cfg_options: dict | None = None, verbose: bool = Fals
                 'with DENSEKIT_DEBUG=1'
             print(f'{tool}: (the traceback: {where})', file=sys.stderr)
         sys.exit(1)
+
+
+def worker_error_message(err: BaseException, msg: str) -> str:
+    """The original message of an error that torch re-raised from a
+    DataLoader worker (``ExceptionWrapper.reraise``: "Caught DatasetError in
+    DataLoader worker process 0." and the worker's traceback, whose last lines
+    are "<module>.DatasetError: <message>"); other messages as they are."""
+    head = f'Caught {type(err).__name__} '
+    if not msg.startswith(head) or '\nOriginal Traceback (most recent call last):\n' not in msg:
+        return msg
+    lines = msg.rstrip('\n').split('\n')
+    last = re.compile(rf'(?:[\w.]+\.)?{re.escape(type(err).__name__)}: ')  # the re-raised type, qualified
+    for i in range(len(lines) - 1, 0, -1):
+        if last.match(lines[i]):
+            return '\n'.join([last.sub('', lines[i], count=1), *lines[i + 1:]])
+    return msg
 
 
 def _has_verbose(tool: str) -> bool:

@@ -9,6 +9,7 @@ module only builds the model, reports what matched and writes the result.
 """
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +35,13 @@ def build_backbone(family_or_type: str, arch: str | None = None, **kwargs) -> nn
     name = family_or_type.removeprefix('densekit.')
     name = FAMILIES.get(name.lower(), name)
     if name not in FAMILIES.values():
+        # suggested in the form typed: a family name, or a type name when capitalised
+        forms = [(name.lower(), list(FAMILIES)), (name, list(FAMILIES.values()))]
+        close = [c for typed, names in (forms[::-1] if name != name.lower() else forms)
+                 for c in difflib.get_close_matches(typed, names, n=1, cutoff=0.6)]
         raise KeyError(f"unknown backbone '{family_or_type}': expected a family "
-                       f'{sorted(FAMILIES)} or a type {sorted(FAMILIES.values())}')
+                       f'{sorted(FAMILIES)} or a type {sorted(FAMILIES.values())}'
+                       + (f'. Did you mean {close[0]!r}?' if close else ''))
     if arch is not None:
         kwargs['arch'] = arch
     return MODELS.build(dict(type=f'densekit.{name}', **kwargs))

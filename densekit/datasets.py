@@ -31,8 +31,8 @@ OWN_DATA_HELP = ('This config reads your own dataset ({layout}): put it there (t
 ADE20K_HELP = (
     'ADE20K (SceneParsing, ADEChallengeData2016) is not included. Download '
     'ADEChallengeData2016.zip from the MIT Scene Parsing Benchmark '
-    '(sceneparsing.csail.mit.edu) and unzip it so that {root}/images/training and '
-    '{root}/annotations/training exist, or point the config elsewhere with '
+    '(sceneparsing.csail.mit.edu) and unzip it so that {root}/{img} and '
+    '{root}/{seg} exist, or point the config elsewhere with '
     '--cfg-options data_root=PATH. To try the toolbox without it: `make demo`.')
 
 

@@ -23,9 +23,9 @@ N, H and W are dynamic. The exporter is torch's TorchScript-based one
 where ``torch.export`` with dynamic H and W did not finish (see the closing
 note of issue 22). A tracer records the Python branches of the example input:
 a graph holds for inputs that take the same branches, which the check at a
-second size verifies (Swin: maps larger than the window at every stage,
-i.e. a longer side above 32 x window pixels, as for the 224-pretrained
-window 7 at 512 px).
+second size verifies; size-dependent branches that a family takes at run
+time are written as graph ops while tracing (Swin's unshifted single-window
+maps: ``SwinBlock._traced_shifted_attention``).
 """
 from __future__ import annotations
 
@@ -178,7 +178,25 @@ def export_model(model: nn.Module, task: str, out: str | os.PathLike, size: tupl
     ``meta`` (JSON-serialisable: classes, palette) is stored in the ONNX
     model's metadata for :class:`OnnxPredictor`. Raises :class:`ExportError`
     naming the operator and module that cannot be exported, or the shape at
-    which the outputs differ by more than ``tolerance`` (None: no limit)."""
+    which the outputs differ by more than ``tolerance`` (None: no limit);
+    ``out`` is written only once the check passes (a refused export leaves
+    no file, and an older ``out`` as it was)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # written beside ``out`` and renamed once checked: a refused export leaves no file
+    tmp = out.with_name(f'.{out.name}.{os.getpid()}.tmp')
+    try:
+        report = _export_checked(model, task, tmp, size, meta, check_sizes, tolerance)
+        os.replace(tmp, out)
+    except ExportError as err:
+        raise ExportError(f'{str(err).replace(str(tmp), str(out))}; {out} was not written') from err
+    finally:
+        tmp.unlink(missing_ok=True)
+    report.path = str(out)
+    return report
+
+
+def _export_checked(model, task, out: Path, size, meta, check_sizes, tolerance) -> ExportReport:
     deploy = DeployModel(model.eval(), task).eval()
     names = deploy.output_names()
     H, W = size
@@ -215,6 +233,8 @@ def export_onnx(config: str, checkpoint: str | None, out: str | os.PathLike, siz
     predictor = init_model(cfg, checkpoint, 'cpu')
     meta = {}
     dataset_meta = getattr(predictor.model, 'dataset_meta', None) or {}
+    if predictor.task == 'classification':  # the names that fit the head (init_model's choice)
+        dataset_meta = {'classes': predictor.classifier.classes}
     for key in ('classes', 'palette'):
         if dataset_meta.get(key) is not None:
             meta[key] = [list(v) if isinstance(v, (list, tuple)) else v for v in dataset_meta[key]]

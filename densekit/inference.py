@@ -125,12 +125,17 @@ def _init_model(cfg: Config, task: str, checkpoint: str | None, device: str) -> 
     meta = raw.get('meta') if isinstance(raw.get('meta'), dict) else {}
     if meta.get('dataset_meta'):
         model.dataset_meta = meta['dataset_meta']
-    elif task != 'classification':
-        # mmseg/mmdet would guess the classes from their count (e.g. Cityscapes
-        # for 19); the config's own test dataset knows them
-        model.dataset_meta = _config_dataset_meta(cfg) or getattr(model, 'dataset_meta', None)
+    else:
+        # the toolboxes would guess the classes from their count (mmseg: Cityscapes
+        # for 19) or the dataset class (mmpretrain: ImageNet's for any data in its
+        # layout); the config's own test dataset knows them
+        model.dataset_meta = _config_dataset_meta(cfg, task) or getattr(model, 'dataset_meta', None)
     model.to(device)
-    classifier = ImageClassificationInferencer(model, pretrained=False) if task == 'classification' else None
+    classifier = None
+    if task == 'classification':
+        classes = _classifier_classes(model, cfg)
+        model._dataset_meta = dict(model.dataset_meta or {}, classes=classes)  # what mmpretrain's APIs read
+        classifier = ImageClassificationInferencer(model, pretrained=False, classes=classes)
     return Predictor(model.eval(), task, cfg.default_scope, classifier)
 
 
@@ -144,12 +149,43 @@ def _warn_random_weights(config: str) -> None:
                       'with random weights (pass the .pth of a trained model)', UserWarning, stacklevel=4)
 
 
-def _config_dataset_meta(cfg: Config) -> dict | None:
+def _config_dataset_meta(cfg: Config, task: str = 'segmentation') -> dict | None:
+    """The metainfo of ``cfg``'s test dataset as the dataset itself makes it:
+    built without loading (``lazy_init``), so ``metainfo``/``classes`` in the
+    config and a classes file the dataset reads (``densekit.ImageNet``:
+    ``{data_root}/meta/classes.txt``) count; the dataset class's ``METAINFO``
+    when it cannot be built here. None without classes (segmentation and
+    detection: or without a palette)."""
     from mmengine.registry import DATASETS
     dataset = cfg.get('test_dataloader', {}).get('dataset', {}) if cfg.get('test_dataloader') else {}
-    dataset_cls = DATASETS.get(dataset['type']) if isinstance(dataset.get('type'), str) else None
-    meta = dict(getattr(dataset_cls, 'METAINFO', None) or {})
-    return meta if 'classes' in meta and 'palette' in meta else None
+    while isinstance(dataset, dict) and isinstance(dataset.get('dataset'), dict):
+        dataset = dataset['dataset']  # wrappers (RepeatDataset, ...) hold the real one
+    if not isinstance(dataset, dict) or not isinstance(dataset.get('type'), str):
+        return None
+    try:
+        with warnings.catch_warnings():  # the toolboxes' notices about the data
+            warnings.simplefilter('ignore')
+            meta = dict(DATASETS.build({**dataset, 'lazy_init': True, 'pipeline': []}).metainfo)
+    except Exception:  # noqa: BLE001 (a dataset that cannot be built here: its class's metainfo)
+        meta = dict(getattr(DATASETS.get(dataset['type']), 'METAINFO', None) or {})
+    needed = ('classes',) if task == 'classification' else ('classes', 'palette')
+    return meta if all(meta.get(k) is not None for k in needed) else None
+
+
+def _classifier_classes(model: nn.Module, cfg: Config) -> list[str] | None:
+    """The class names a classifier's top-k reports: its ``dataset_meta``'s,
+    when there is one per output of the head (else None: labels are shown as
+    numbers, e.g. ImageNet's 1000 names for a model of another data's 8)."""
+    classes = (getattr(model, 'dataset_meta', None) or {}).get('classes')
+    num_classes = getattr(getattr(model, 'head', None), 'num_classes', None)
+    if classes is None or (num_classes is not None and len(classes) != num_classes):
+        if classes is not None:
+            warnings.warn(f'{getattr(cfg, "filename", "the config")}: the dataset names {len(classes)} classes '
+                          f'but the head predicts {num_classes}; top-k gives label numbers, not names '
+                          "(a checkpoint saved by the Runner carries its data's names)", UserWarning,
+                          stacklevel=4)
+        return None
+    return list(classes)
 
 
 def fit_checkpoint(model: nn.Module, state: dict, checkpoint: str, config: str, meta: dict | None = None) -> dict:

@@ -53,6 +53,19 @@ def test_missing_annotation_names_the_folder_and_file(data):
         dataset(data)
 
 
+def test_missing_ade20k_split_names_that_split(tmp_path):
+    """tools/test.py reads the validation split: the download advice names its folders, not training's."""
+    from densekit.datasets import ADE20KDataset
+    init_default_scope('mmseg')
+    ds = ADE20KDataset(data_root=str(tmp_path), data_prefix=dict(img_path='images/validation',
+                                                                 seg_map_path='annotations/validation'),
+                       pipeline=[], lazy_init=True)
+    with pytest.raises(FileNotFoundError) as err:
+        ds.check_paths()
+    assert f'unzip it so that {tmp_path}/images/validation and {tmp_path}/annotations/validation exist' \
+        in str(err.value) and 'training' not in str(err.value)
+
+
 def test_empty_split_names_the_folder(data):
     for kind in ('images', 'annotations'):
         (data / kind / 'empty').mkdir()

@@ -12,7 +12,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from tests.helpers import run_main
+from tests.helpers import ROOT, run_main
 from densekit.convert import build_backbone, convert_checkpoint
 
 
@@ -96,6 +96,22 @@ def test_cli_prints_report_and_writes_weights_only_file(tmp_path, capsys):
     out = torch.load(tmp_path / 'out.pth', map_location='cpu', weights_only=True)['state_dict']
     for key, value in out.items():  # our own layout passes through unchanged
         torch.testing.assert_close(value, state[f'backbone.{key}'], rtol=0, atol=0)
+
+
+def test_misspelt_family_suggests_the_closest():
+    for typo, meant in (('swim', 'swin'), ('ConvMixr', 'ConvMixer'), ('SwinTransfomer', 'SwinTransformer')):
+        with pytest.raises(KeyError, match=rf"unknown backbone '{typo}': .*\. Did you mean '{meant}'\?"):
+            build_backbone(typo)
+
+
+def test_help_examples_write_the_files_the_configs_read():
+    """A DST under pretrained/ in --help is a file some config's init_cfg names."""
+    import re
+    examples = re.findall(r'convert_checkpoint\.py \S+ \S+ (pretrained/\S+)',
+                          (ROOT / 'tools' / 'convert_checkpoint.py').read_text())
+    read = {m for f in (ROOT / 'configs').rglob('*.py') for m in re.findall(r"'(pretrained/[^']+)'", f.read_text())}
+    assert examples and set(examples) <= read, set(examples) - read
+    assert 'pretrained/swin_tiny_patch4_window7_224.pth' in examples
 
 
 def test_bad_inputs_are_named(tmp_path):

@@ -146,6 +146,27 @@ def test_detector_backbone_neck_and_rpn_outputs_match(tmp_path):
         assert np.abs(g - r.numpy()).max() <= 1e-4
 
 
+def test_swin_map_that_fits_one_window_at_the_checked_size(tmp_path, monkeypatch):
+    """Swin leaves a map that fits in one window unshifted (a branch on the
+    size): with window 4, stage 3's map is 4 x 4 at 64 px (unshifted) but 6 x 6
+    at the traced 96 px (shifted); one graph must hold at both, as the demo's
+    window 4 at 128 px does. Stage 3 has a shifted (second) block."""
+    seg, cls, _, extra = TINY['swin']
+    backbone = dict(arch=dict(embed_dims=16, depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4)), window_size=4)
+    monkeypatch.setitem(TINY, 'swin', (seg, cls, backbone, extra))
+    model, _ = tiny_model('swin', 'segmentation')
+    report = export_model(model, 'segmentation', tmp_path / 'swin.onnx', size=(64, 64))
+    assert max(report.parity.values()) <= 1e-4, report.parity
+
+
+def test_refused_export_leaves_no_file(tmp_path):
+    model, _ = tiny_model('convmixer', 'classification')
+    out = tmp_path / 'm.onnx'
+    with pytest.raises(ExportError, match=f'{out} was not written'):
+        export_model(model, 'classification', out, size=SIZES[0], tolerance=-1.0)  # refuses any difference
+    assert list(tmp_path.iterdir()) == []
+
+
 class _Unexportable(torch.nn.Module):
     def forward(self, x):
         return (torch.linalg.svd(x[-1].flatten(2))[1],)

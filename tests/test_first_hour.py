@@ -123,18 +123,68 @@ def test_non_finite_loss_is_one_line(capsys):
         'train: error: FloatingPointError: iteration 3: non-finite loss (loss=nan)'
 
 
-def test_wrong_interpreter_is_named():
-    code = ("import runpy, sys; sys.modules['torch'] = None; sys.argv = ['tools/train.py', 'x.py']; "
-            f"runpy.run_path({str(ROOT / 'tools' / 'train.py')!r}, run_name='__main__')")
-    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=ROOT, timeout=120)
-    assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines() == [
-        f"train.py: error: DenseKit needs torch and mmengine, which {sys.executable} does not have: run it with "
-        "the project's environment, .venv/bin/python (created by `make setup`), or activate it first "
-        "(source .venv/bin/activate)"]
+class _BadLabels(torch.utils.data.Dataset):
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, i):
+        from densekit.datasets import DatasetError
+        raise DatasetError('data/img2.png: label value(s) [7] out of range: 4 classes')
 
 
-# -- a quiet console -----------------------------------------------------------
+def test_error_in_a_dataloader_worker_is_its_own_line(capsys):
+    """torch re-raises a worker's error as "Caught DatasetError in DataLoader
+    worker process 0." plus the worker's traceback: the console shows the
+    worker's message alone."""
+    from densekit.cli import user_errors
+    with pytest.raises(SystemExit):
+        with user_errors('train'):
+            next(iter(torch.utils.data.DataLoader(_BadLabels(), num_workers=1)))
+    assert capsys.readouterr().err.splitlines() == [
+        'train: error: DatasetError: data/img2.png: label value(s) [7] out of range: 4 classes',
+        'train: (the traceback: with --verbose)']
+
+
+NOT_COMMANDS = ('_env_check.py', 'benchmark_harness.py')
+NOT_A_COMMAND = {'_env_check.py': 'the tools import it to name the interpreter they need',
+                 'benchmark_harness.py': 'the measurements of tools/benchmark.py, which runs them '
+                                         '(tools/benchmark.py --help)'}
+TOOLS = sorted(str(p.relative_to(ROOT)) for p in (ROOT / 'tools').rglob('*.py') if p.name not in NOT_COMMANDS)
+
+
+def _advice(tool: str, absent: str) -> str:
+    return (f"{os.path.basename(tool)}: error: {sys.executable} has no {absent}: run `.venv/bin/python {tool} ...` "
+            "(the project's environment, made by `make setup`), or `source .venv/bin/activate` first, or "
+            "`pip install -e .` into this environment")
+
+
+@pytest.mark.parametrize('tool', TOOLS)
+def test_wrong_interpreter_is_named(tool):
+    """Every tool run by an interpreter without the packages (-S: no
+    site-packages, as the system python; -E: no PYTHONPATH) says in one line
+    which interpreter to use, --help included."""
+    proc = subprocess.run([sys.executable, '-S', '-E', tool, '--help'], capture_output=True, text=True, cwd=ROOT,
+                          timeout=60)
+    assert (proc.returncode, proc.stderr.splitlines()) == (1, [_advice(tool, 'densekit, torch, mmengine')])
+
+
+def test_missing_torch_is_named_by_tool_and_library():
+    run = "import runpy, sys; sys.path.insert(0, 'tools'); sys.argv = ['tools/train.py', 'x.py']; " \
+          "runpy.run_path('tools/train.py', run_name='__main__')"
+    for code, expected in ((run, _advice('tools/train.py', 'torch')),
+                           ('import densekit', 'ImportError: DenseKit needs torch and mmengine')):
+        proc = subprocess.run([sys.executable, '-c', f"import sys; sys.modules['torch'] = None; {code}"],
+                              capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert proc.returncode == 1 and expected in proc.stderr.splitlines()[-1], proc.stderr
+
+
+def test_a_module_that_is_not_a_command_says_so():
+    for module in NOT_COMMANDS:
+        proc = subprocess.run([sys.executable, f'tools/{module}', '--help'], capture_output=True, text=True,
+                              cwd=ROOT, timeout=60)
+        assert proc.returncode != 0 and proc.stdout == ''
+        assert proc.stderr.splitlines() == [f'tools/{module}: not a command: {NOT_A_COMMAND[module]}']
+
 
 def test_console_keeps_progress_results_and_warnings_only(tmp_path, capsys):
     from densekit.cli import ConsoleFilter, QuietRunner

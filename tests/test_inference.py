@@ -118,6 +118,36 @@ def test_classification_topk_json(images, tmp_path):
     assert top[0]['class'] != str(top[0]['label'])  # ImageNet names, from the dataset's metainfo
 
 
+def test_classifier_names_the_classes_of_its_own_data(images, tmp_path):
+    """A classifier of other data in ImageNet's layout (the synthetic demo)
+    reports that data's classes: the checkpoint's dataset_meta first, else
+    the config dataset's meta/classes.txt; ImageNet's names never stand in
+    for another head size (label numbers, and a warning, instead)."""
+    from mmpretrain.apis import get_model
+    config = 'configs/demo/convmixer-demo_synthetic-cls.py'
+    names = [f'shape{i}' for i in range(8)]
+    _, ckpt = _save_untrained(tmp_path, get_model, config, dict(classes=names))
+    written = inference(config, str(ckpt), [images / 'img0.jpg'], out_dir=tmp_path / 'out', topk=8,
+                        progress=False)
+    top = json.loads((tmp_path / 'out' / 'topk.json').read_text())[0]['topk']
+    assert top == written[0]['topk'] and [t['class'] for t in top] == [names[t['label']] for t in top]
+
+    bare = tmp_path / 'bare'
+    bare.mkdir()
+    _, ckpt = _save_untrained(bare, get_model, config)
+    root = tmp_path / 'data'
+    (root / 'meta').mkdir(parents=True)
+    (root / 'meta' / 'classes.txt').write_text('\n'.join(reversed(names)) + '\n')
+    top = init_model(config, str(ckpt), cfg_options={'test_dataloader.dataset.data_root': str(root)}).predict(
+        str(images / 'img0.jpg'), topk=8)['topk']
+    assert [t['class'] for t in top] == [names[7 - t['label']] for t in top]
+
+    with pytest.warns(UserWarning, match='names 1000 classes but the head predicts 8'):
+        predictor = init_model(config, str(ckpt), cfg_options={'test_dataloader.dataset.data_root': str(bare)})
+    top = predictor.predict(str(images / 'img0.jpg'), topk=8)['topk']
+    assert [t['class'] for t in top] == [str(t['label']) for t in top]
+
+
 def test_detection_boxes_and_masks(images, tmp_path):
     from mmdet.apis import init_detector
     config = tmp_path / 'tiny_det.py'

@@ -20,6 +20,7 @@ mode='predict', NMS included), train step = model.loss, backward, AdamW.
 Repetitions are interleaved across models (ours, peer 1, ...), medians are
 reported; see tools/benchmark_harness.py for how each figure is measured.
 """
+import _env_check  # noqa: F401  (first: without DenseKit, one line naming the interpreter to use)
 import argparse
 import json
 import os

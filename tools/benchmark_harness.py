@@ -1017,3 +1017,8 @@ def summary(benches: Sequence[Benchmark]) -> str:
                      if q else '- | - | - | -')
             lines.append(f'| {name} | {b.family} | {B}x{H}x{W} | {peer} | {cells} | {own} |')
     return '\n'.join(lines)
+
+
+if __name__ == '__main__':
+    raise SystemExit('tools/benchmark_harness.py: not a command: the measurements of tools/benchmark.py, '
+                     'which runs them (tools/benchmark.py --help)')

@@ -2,10 +2,13 @@
 """Convert an official, timm, mmseg or mmpretrain checkpoint into DenseKit's
 backbone layout, with a report of matched, missing, unexpected and ignored keys.
 
-    python tools/convert_checkpoint.py swin swin_tiny_patch4_window7_224.pth pretrained/swin_t.pth --arch tiny
-    python tools/convert_checkpoint.py levit model.safetensors pretrained/levit_256.pth --arch 256
+    python tools/convert_checkpoint.py swin swin_tiny_patch4_window7_224.pth pretrained/swin_tiny_patch4_window7_224.pth --arch tiny
+    python tools/convert_checkpoint.py levit model.safetensors pretrained/LeViT-256-13b5763e.pth --arch 256
     python tools/convert_checkpoint.py swin upernet_swin.pth swin_t.pth --prefix backbone.   # its backbone
     python tools/convert_checkpoint.py configs/upernet_swin_ade20k.py upernet_swin.pth ours.pth  # whole model
+
+DST under pretrained/ as above is the file the configs' init_cfg reads
+(configs/upernet_swin_ade20k.py: pretrained/swin_tiny_patch4_window7_224.pth).
 
 A checkpoint that does not fit the backbone fully (weights missing, or
 tensors it cannot place) is refused, naming the --arch it fits;
@@ -20,6 +23,7 @@ Given a CONFIG (a .py file) instead, SRC is a whole model (an mmseg, mmdet or
 mmpretrain zoo checkpoint, or an official classifier release) and DST the
 config's whole model, for tools/test.py or load_from.
 """
+import _env_check  # noqa: F401  (first: without DenseKit, one line naming the interpreter to use)
 import argparse
 import os
 

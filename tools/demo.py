@@ -9,6 +9,7 @@ and print the score.
     python tools/demo.py --task mae               # MAE pretraining of a small ViT on the classification
                                                   # images (loss curve, PNG of reconstructions)
 """
+import _env_check  # noqa: F401  (first: without DenseKit, one line naming the interpreter to use)
 import argparse
 import glob
 import json

@@ -13,6 +13,7 @@ segmentation ``seg_logits`` (N, classes, H, W); classification ``scores``
 32 px larger against eager PyTorch and refused above --tolerance. See
 densekit/export.py.
 """
+import _env_check  # noqa: F401  (first: without DenseKit, one line naming the interpreter to use)
 import argparse
 
 import densekit.runtime  # noqa: F401  (weights-only resume, atomic saves, zoo checkpoints)

@@ -11,6 +11,7 @@ The zoo is read from the toolboxes' metafiles (mmseg, mmdet, mmpretrain) and fro
 configs/<family>/metafile.yml. Files go to $DENSEKIT_CACHE (default
 ~/.cache/densekit/weights)/<source>/; an interrupted download resumes.
 """
+import _env_check  # noqa: F401  (first: without DenseKit, one line naming the interpreter to use)
 import argparse
 import sys
 from pathlib import Path

@@ -29,6 +29,7 @@ is exercised; the CUDA-only rows are reported SKIP. Exit status 1 if a row FAILs
 """
 from __future__ import annotations
 
+import _env_check  # noqa: F401  (first: without DenseKit, one line naming the interpreter to use)
 import argparse
 import glob
 import json

@@ -15,6 +15,7 @@ unreadable files and non-images in a directory are skipped with a warning and co
 A CHECKPOINT ending in .onnx (tools/export.py) runs in onnxruntime on the CPU, with
 the same outputs.
 """
+import _env_check  # noqa: F401  (first: without DenseKit, one line naming the interpreter to use)
 import argparse
 
 import densekit.runtime  # noqa: F401  (weights-only resume, atomic saves, zoo checkpoints)

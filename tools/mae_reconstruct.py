@@ -16,6 +16,7 @@ and the PNG's path.
 """
 from __future__ import annotations
 
+import _env_check  # noqa: F401  (first: without DenseKit, one line naming the interpreter to use)
 import argparse
 import os
 from pathlib import Path

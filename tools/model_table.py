@@ -5,6 +5,7 @@
     python tools/model_table.py           # rewrite the table in configs/model_zoo.md
     python tools/model_table.py --check   # exit 1 if the file differs from the metafiles
 """
+import _env_check  # noqa: F401  (first: without DenseKit, one line naming the interpreter to use)
 import argparse
 import sys
 

@@ -19,6 +19,7 @@ CPU. A score measured on it says nothing about accuracy on real-world images.
 """
 from __future__ import annotations
 
+import _env_check  # noqa: F401  (first: without DenseKit, one line naming the interpreter to use)
 import argparse
 import json
 import os

@@ -21,6 +21,7 @@ minutes on a CPU; a score on it says nothing about accuracy on real images.
 """
 from __future__ import annotations
 
+import _env_check  # noqa: F401  (first: without DenseKit, one line naming the interpreter to use)
 import json
 import shutil
 from pathlib import Path

@@ -29,6 +29,7 @@ real-world images.
 """
 from __future__ import annotations
 
+import _env_check  # noqa: F401  (first: without DenseKit, one line naming the interpreter to use)
 import json
 import os
 from pathlib import Path

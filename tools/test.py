@@ -11,6 +11,7 @@ differently-shaped weight is an error naming it, not a silent partial load.
 Whole-model checkpoints of the mmseg/mmdet/mmpretrain zoos and official
 classifier releases load as they are (densekit/whole_model.py).
 """
+import _env_check  # noqa: F401  (first: without DenseKit, one line naming the interpreter to use)
 import argparse
 import json
 import os

@@ -8,6 +8,7 @@ The toolbox (mmseg, mmdet, mmpretrain) is chosen by the config's default_scope.
 --strategy fsdp shards the model per backbone block with mmengine's FSDPStrategy
 (densekit/fsdp.py); a config's own `strategy` dict is merged into it.
 """
+import _env_check  # noqa: F401  (first: without DenseKit, one line naming the interpreter to use)
 import argparse
 import os
 

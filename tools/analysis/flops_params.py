@@ -11,6 +11,7 @@ the config's crop_size, else 224x224. A two-stage detector's RoI heads are
 counted at its test_cfg.rpn.max_per_img proposals (how many survive the RPN's
 NMS depends on the weights and the image): an upper bound, the same every run.
 """
+import _env_check  # noqa: F401  (first: without DenseKit, one line naming the interpreter to use)
 import argparse
 
 import densekit.runtime  # noqa: F401  (weights-only resume, atomic saves, zoo checkpoints)

@@ -9,6 +9,7 @@ LocalVisBackend writes during training (or the scalars.json given with
 --scalars). For TensorBoard, add mmengine's TensorboardVisBackend to the
 config's visualizer (see the README).
 """
+import _env_check  # noqa: F401  (first: without DenseKit, one line naming the interpreter to use)
 import argparse
 import os
 
