@@ -66,6 +66,8 @@ def user_errors(tool: str, cfg_options: dict | None = None, verbose: bool = Fals
     (:func:`overrides_in_build`). The traceback goes to the run's log file when
     there is one, and to the console with ``verbose`` (or DENSEKIT_DEBUG=1,
     which re-raises)."""
+    from mmengine.logging import MMLogger
+    earlier_logs = set(MMLogger._instance_dict)  # an earlier run's log (same process) is not this one's
     try:
         yield
     except USER_ERRORS as err:
@@ -83,7 +85,7 @@ def user_errors(tool: str, cfg_options: dict | None = None, verbose: bool = Fals
         trace = ''.join(traceback.format_exception(err))
         if verbose:
             print(trace, end='', file=sys.stderr)
-        log_file = _log_traceback(trace) if tool in ('train', 'test') else None  # only those have a run's log
+        log_file = _log_traceback(trace, earlier_logs) if tool in ('train', 'test') else None  # only those have a run's log
         print(f'{tool}: error: {type(err).__name__}: {msg}', file=sys.stderr)
         if not verbose:
             where = f'in {log_file}' if log_file else 'with --verbose' if _has_verbose(tool) else \
@@ -112,10 +114,12 @@ def _has_verbose(tool: str) -> bool:
     return tool in ('train', 'test', 'infer', 'export', 'flops_params', 'convert_checkpoint')
 
 
-def _log_traceback(trace: str) -> str | None:
-    """Write ``trace`` to the current mmengine log file, if a Runner made one; returns its path."""
+def _log_traceback(trace: str, earlier: set[str] = frozenset()) -> str | None:
+    """Write ``trace`` to the current mmengine log file, if a Runner of this
+    run made one (not one of the ``earlier`` logger instances); returns its path."""
     from mmengine.logging import MMLogger
-    if not MMLogger.check_instance_created(MMLogger.get_current_instance().instance_name):
+    current = MMLogger.get_current_instance().instance_name
+    if not MMLogger.check_instance_created(current) or current in earlier:
         return None
     for handler in MMLogger.get_current_instance().handlers:
         if isinstance(handler, logging.FileHandler):

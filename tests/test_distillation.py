@@ -141,12 +141,14 @@ def test_missing_teacher_is_one_clear_line(tmp_path, capsys):
     """The shipped recipe without the teacher file: tools/train.py stops at
     the first step with the path, where to get the file and how to turn
     distillation off."""
-    from synthetic_cls import generate_imagenet_like
+    from synthetic_cls import CLASSES, generate_imagenet_like
     generate_imagenet_like(tmp_path / 'data', num_train=1, num_val=1, size=32, seed=0)
     missing = tmp_path / 'regnety_160.pth'
     with pytest.raises(SystemExit) as exit_:
         run_main(capsys, 'train', str(CONFIG), '--work-dir', str(tmp_path / 'work'), '--cfg-options',
                  f'data_root={tmp_path / "data"}', f'model.teacher.checkpoint={missing}',
+                 # the synthetic data's classes, so that the class count check passes
+                 f'model.head.num_classes={len(CLASSES)}', f'model.data_preprocessor.num_classes={len(CLASSES)}',
                  'train_dataloader.batch_size=2', 'train_dataloader.num_workers=0',
                  'train_dataloader.persistent_workers=False')
     assert exit_.value.code == 1

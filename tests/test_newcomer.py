@@ -418,3 +418,26 @@ def test_whole_model_of_another_variant_names_the_config_it_was_trained_with(syn
     assert err.startswith(f'test: error: ValueError: {path} does not fit the model of {TINY_SEG}: the checkpoint is '
                           'another variant of SwinTransformer')
     assert 'trained with configs/demo/upernet_swin-demo_synthetic-ade.py (use that config)' in err
+
+
+def test_an_earlier_runs_log_is_not_named_for_this_error(tmp_path, capsys):
+    """In one process (a notebook, the tests), an error before this run's Runner
+    exists does not send its traceback to an earlier run's log file."""
+    from mmengine.logging import MMLogger
+
+    from densekit.cli import user_errors
+    earlier = tmp_path / 'earlier.log'
+    logger = MMLogger.get_instance('an_earlier_run', log_file=str(earlier))
+    try:
+        with pytest.raises(SystemExit):
+            with user_errors('train'):
+                raise FileNotFoundError('data folder not found: x')
+        err = capsys.readouterr().err
+        assert 'train: error: FileNotFoundError: data folder not found: x' in err
+        assert 'the traceback: with --verbose' in err and str(earlier) not in err
+        assert 'data folder not found' not in earlier.read_text()
+    finally:
+        MMLogger._instance_dict.pop('an_earlier_run', None)
+        for handler in logger.handlers[:]:
+            logger.removeHandler(handler)
+            handler.close()
