@@ -73,6 +73,21 @@ def pytest_sessionfinish(session, exitstatus):
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+@pytest.fixture(autouse=True)
+def _close_run_loggers():
+    """Closes the mmengine loggers a test made (Runners, in-process tools). They write to the
+    test's captured streams, closed after it, and mmengine hands them out again: as the
+    'current' logger, and by name to a Runner of the same config started in the same second."""
+    from mmengine.logging import MMLogger
+    before = set(MMLogger._instance_dict)
+    yield
+    for name in set(MMLogger._instance_dict) - before:
+        logger = MMLogger._instance_dict.pop(name)
+        for handler in logger.handlers[:]:
+            logger.removeHandler(handler)
+            handler.close()
+
+
 @pytest.fixture(scope='session')
 def synthetic_ade(tmp_path_factory) -> Path:
     """A tiny synthetic dataset in ADE20K's layout (8 train, 4 val, 64x64)."""

@@ -25,19 +25,8 @@ def run_main(capsys, tool: str, *args: str) -> tuple[str, str]:
     spec = importlib.util.spec_from_file_location(tool.replace('/', '_'), ROOT / 'tools' / f'{tool}.py')
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    from mmengine.logging import MMLogger
-    before = set(MMLogger._instance_dict)
     capsys.readouterr()
-    try:
-        module.main(list(args))
-    finally:
-        # the run's loggers write to this test's captured stderr, closed after it: a later
-        # mmengine print_log(logger='current') would pick them and fail with "I/O on closed file"
-        for name in set(MMLogger._instance_dict) - before:
-            logger = MMLogger._instance_dict.pop(name)
-            for handler in logger.handlers[:]:
-                logger.removeHandler(handler)
-                handler.close()
+    module.main(list(args))  # its loggers are closed after the test (conftest)
     captured = capsys.readouterr()
     return captured.out, captured.err
 
