@@ -8,6 +8,7 @@ softmax) are not counted; norms and upsampling are, as mmengine counts them.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -214,10 +215,22 @@ def read_scalars(path: str | Path) -> dict[str, dict[str, list[tuple[int, float]
                 group = 'val' if not training else 'lr' if key == 'lr' else 'loss' if 'loss' in key else None
                 if group:
                     groups[group].setdefault(key, []).append((step, float(value)))
+    if not per_epoch:  # mmengine's epoch-based training lines carry no epoch: its text log says how long one is
+        per_epoch = _iterations_per_epoch(Path(path).parent.parent)
     if per_epoch:  # epoch-based: validation lines count epochs; put them on the iteration axis
         groups['val'] = {key: [(epoch * per_epoch, value) for epoch, value in points]
                          for key, points in groups['val'].items()}
     return groups
+
+
+def _iterations_per_epoch(run_dir: Path) -> int:
+    """Iterations per epoch from ``run_dir/<timestamp>.log`` ("Epoch(train) [1][ 25/100]"), or 0
+    (an iteration-based run, or no log)."""
+    log = run_dir / f'{run_dir.name}.log'
+    if not log.is_file():
+        return 0
+    found = re.search(r'Epoch\(train\)\s*\[\d+\]\[\s*\d+/(\d+)\]', log.read_text(errors='replace'))
+    return int(found[1]) if found else 0
 
 
 def _common_prefix(keys: list[str]) -> str:

@@ -113,3 +113,18 @@ def test_missing_scalars_are_explained(tmp_path):
         find_scalars(tmp_path)
     with pytest.raises(FileNotFoundError, match=f'work dir not found: {tmp_path}/nowhere'):
         find_scalars(tmp_path / 'nowhere')
+
+
+def test_epoch_based_validation_is_placed_on_the_iteration_axis(tmp_path):
+    """mmengine's epoch-based training lines carry no epoch (only iter/step) and its
+    validation lines step by epoch: the run's text log gives the epoch's length."""
+    run = tmp_path / '20261130_000000'
+    (run / 'vis_data').mkdir(parents=True)
+    (run / 'vis_data' / 'scalars.json').write_text(
+        '{"lr": 0.003, "loss": 2.0, "iter": 25, "step": 25}\n'
+        '{"lr": 0.003, "loss": 1.9, "iter": 50, "step": 50}\n'
+        '{"accuracy/top1": 19.5, "step": 1}\n{"accuracy/top1": 40.0, "step": 2}\n')
+    (run / f'{run.name}.log').write_text('... Epoch(train)  [1][25/25]  lr: 3.0000e-03  loss: 2.0\n')
+    groups = read_scalars(find_scalars(tmp_path))
+    assert groups['val']['accuracy/top1'] == [(25, 19.5), (50, 40.0)]
+    assert groups['loss']['loss'] == [(25, 2.0), (50, 1.9)]

@@ -6,8 +6,8 @@
 
 Reads the newest WORK_DIR/<timestamp>/vis_data/scalars.json that mmengine's
 LocalVisBackend writes during training (or the scalars.json given with
---scalars). For TensorBoard, add mmengine's TensorboardVisBackend to the
-config's visualizer (see the README).
+--scalars). For TensorBoard instead, add dict(type='TensorboardVisBackend')
+to the config's visualizer.vis_backends (mmengine's).
 """
 import _env_check  # noqa: F401  (first: without DenseKit, one line naming the interpreter to use)
 import argparse
