@@ -42,8 +42,9 @@ def _memory_budget(request):
                     'shrink its inputs or model', pytrace=False)
 
 
-# what a test run may create in the checkout (pytest's and Python's caches, the venv, builds)
-_OWN_OUTPUTS = {'.git', '.venv', '.pytest_cache', '__pycache__', 'build', 'dist'}
+# what a test run may create in the checkout: pytest's and Python's caches, the venv, builds, and the
+# folder mmengine's distributed evaluation on CPUs makes in the current directory (collect_results_cpu)
+_OWN_OUTPUTS = {'.git', '.venv', '.pytest_cache', '__pycache__', 'build', 'dist', '.dist_test'}
 
 
 def _checkout_paths(root: Path = ROOT, depth: int = 3) -> set[str]:
