@@ -417,6 +417,16 @@ def _zoo_init_weights(config: str | None, filename: str) -> list[str]:
     return ranked or list(dict.fromkeys(by_name))
 
 
+def loader_dataset(cfg: Config, loader: str) -> tuple[dict | None, str]:
+    """(the dataset dict of ``cfg[loader]``, its key): wrappers (RepeatDataset,
+    ...) unwrapped to the real one; (None, key) when there is none."""
+    node = cfg.get(loader)
+    dataset, where = (node.get('dataset') if isinstance(node, dict) else None), f'{loader}.dataset'
+    while isinstance(dataset, dict) and isinstance(dataset.get('dataset'), dict):
+        dataset, where = dataset['dataset'], f'{where}.dataset'
+    return (dataset if isinstance(dataset, dict) else None), where
+
+
 def check_data(cfg: Config, loaders: tuple[str, ...]) -> None:
     """The data folders of ``loaders`` (e.g. ``('train_dataloader',
     'val_dataloader')``) exist, checked before the Runner creates the work
@@ -430,10 +440,7 @@ def check_data(cfg: Config, loaders: tuple[str, ...]) -> None:
     """
     from mmengine.registry import DATASETS, DefaultScope
     for name in loaders:
-        loader = cfg.get(name)
-        dataset = loader.get('dataset') if isinstance(loader, dict) else None
-        while isinstance(dataset, dict) and isinstance(dataset.get('dataset'), dict):
-            dataset = dataset['dataset']  # wrappers (RepeatDataset, ...) hold the real one
+        dataset, _ = loader_dataset(cfg, name)
         if not isinstance(dataset, dict) or not isinstance(dataset.get('type'), str):
             continue
         with DefaultScope.overwrite_default_scope(cfg.get('default_scope')):
@@ -606,12 +613,8 @@ def check_num_classes(cfg: Config) -> None:
 
 def _dataset_classes(cfg: Config, loader: str) -> tuple[str, int] | None:
     """(the key that names the classes, how many) for ``loader``'s dataset, or None."""
-    node = cfg.get(loader)
-    dataset = node.get('dataset') if isinstance(node, dict) else None
-    where = f'{loader}.dataset'
-    while isinstance(dataset, dict) and isinstance(dataset.get('dataset'), dict):
-        dataset, where = dataset['dataset'], f'{where}.dataset'  # wrappers hold the real one
-    if not isinstance(dataset, dict):
+    dataset, where = loader_dataset(cfg, loader)
+    if dataset is None:
         return None
     metainfo = dataset.get('metainfo')
     if isinstance(metainfo, dict) and isinstance(metainfo.get('classes'), (list, tuple)):

@@ -29,7 +29,7 @@ from mmengine.registry import DefaultScope
 from torch import nn
 
 from .checkpoint import check_fits, extract_state_dict, load_file
-from .config import load_config, task_of
+from .config import load_config, loader_dataset, task_of
 from .whole_model import describe_variant, release_state_dict, to_model_layout, trained_with
 from .wiring import check_wiring
 
@@ -157,10 +157,8 @@ def _config_dataset_meta(cfg: Config, task: str = 'segmentation') -> dict | None
     when it cannot be built here. None without classes (segmentation and
     detection: or without a palette)."""
     from mmengine.registry import DATASETS
-    dataset = cfg.get('test_dataloader', {}).get('dataset', {}) if cfg.get('test_dataloader') else {}
-    while isinstance(dataset, dict) and isinstance(dataset.get('dataset'), dict):
-        dataset = dataset['dataset']  # wrappers (RepeatDataset, ...) hold the real one
-    if not isinstance(dataset, dict) or not isinstance(dataset.get('type'), str):
+    dataset, _ = loader_dataset(cfg, 'test_dataloader')
+    if dataset is None or not isinstance(dataset.get('type'), str):
         return None
     try:
         with warnings.catch_warnings():  # the toolboxes' notices about the data

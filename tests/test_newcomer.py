@@ -427,17 +427,11 @@ def test_an_earlier_runs_log_is_not_named_for_this_error(tmp_path, capsys):
 
     from densekit.cli import user_errors
     earlier = tmp_path / 'earlier.log'
-    logger = MMLogger.get_instance('an_earlier_run', log_file=str(earlier))
-    try:
-        with pytest.raises(SystemExit):
-            with user_errors('train'):
-                raise FileNotFoundError('data folder not found: x')
-        err = capsys.readouterr().err
-        assert 'train: error: FileNotFoundError: data folder not found: x' in err
-        assert 'the traceback: with --verbose' in err and str(earlier) not in err
-        assert 'data folder not found' not in earlier.read_text()
-    finally:
-        MMLogger._instance_dict.pop('an_earlier_run', None)
-        for handler in logger.handlers[:]:
-            logger.removeHandler(handler)
-            handler.close()
+    MMLogger.get_instance('an_earlier_run', log_file=str(earlier))  # closed after the test (conftest)
+    with pytest.raises(SystemExit):
+        with user_errors('train'):
+            raise FileNotFoundError('data folder not found: x')
+    err = capsys.readouterr().err
+    assert 'train: error: FileNotFoundError: data folder not found: x' in err
+    assert 'the traceback: with --verbose' in err and str(earlier) not in err
+    assert 'data folder not found' not in earlier.read_text()
